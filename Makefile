@@ -1,0 +1,107 @@
+# waithandles — build, test, install. Every variable can be overridden:
+#   make LUA_VERSION=5.1 test-one      make install PREFIX=/opt/x LUA_VERSION=luajit
+# Never links liblua: the interpreter that loads the module provides it.
+
+LUA_VERSION ?= 5.4
+ifeq ($(LUA_VERSION),luajit)
+LUA ?= luajit
+LUA_INCDIR ?= /usr/include/luajit-2.1
+LUA_ABI ?= 5.1
+else
+LUA ?= lua$(LUA_VERSION)
+LUA_INCDIR ?= /usr/include/lua$(LUA_VERSION)
+LUA_ABI ?= $(LUA_VERSION)
+endif
+
+CC ?= cc
+CFLAGS ?= -O2 -g
+WARNFLAGS ?= -Wall -Wextra -Werror
+SANFLAGS ?=
+CPPFLAGS ?=
+LDFLAGS ?=
+PREFIX ?= /usr/local
+DESTDIR ?=
+LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_ABI)
+LUADIR ?= $(PREFIX)/share/lua/$(LUA_ABI)
+BUILD ?= build/$(LUA_VERSION)
+BUSTED ?= /usr/bin/busted
+INSTALL ?= install
+
+CORE_SRC := err names wait guard state dir registry object ops
+ALL_CFLAGS := -std=gnu11 -fPIC -fvisibility=hidden -D_GNU_SOURCE $(WARNFLAGS) $(CFLAGS) $(SANFLAGS) $(CPPFLAGS)
+CORE_OBJ := $(CORE_SRC:%=$(BUILD)/obj/%.o)
+HEADERS := $(wildcard csrc/*.h)
+MODULE := $(BUILD)/waithandles/core.so
+TESTMOD := $(BUILD)/whtest.so
+FLOORMOD := $(BUILD)/whfloor.so
+
+.PHONY: all test test-one test-c install uninstall clean demo bench model deps
+
+all: $(MODULE)
+
+$(BUILD)/obj/%.o: csrc/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/lcore.o: csrc/lcore.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR) -c $< -o $@
+
+# -z nodelete: the fork handlers must outlive any dlclose of the module.
+$(MODULE): $(CORE_OBJ) $(BUILD)/obj/lcore.o
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(SANFLAGS) $(LDFLAGS) -Wl,-z,nodelete -o $@ $^ -pthread
+
+# Test-only helper module (fork, kill, waitpid, pipes) and the benchmark floor.
+$(TESTMOD): spec/whtest.c csrc/compat.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR) -Icsrc -shared -o $@ $<
+
+$(FLOORMOD): bench/whfloor.c csrc/compat.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR) -Icsrc -shared -o $@ $<
+
+# C unit and process tests (no Lua). The state machine is built a second time with crash points.
+CTEST_DIR := build/ctest$(if $(SANFLAGS),-san)
+$(CTEST_DIR)/test_state: csrc/test/test_state.c csrc/test/harness.h csrc/state.c csrc/names.c csrc/err.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -D_GNU_SOURCE -DWH_CRASH_TEST $(WARNFLAGS) $(CFLAGS) $(SANFLAGS) -Icsrc -o $@ csrc/test/test_state.c csrc/state.c csrc/names.c csrc/err.c
+
+$(CTEST_DIR)/test_proc: csrc/test/test_proc.c csrc/test/harness.h $(CORE_SRC:%=csrc/%.c) $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -D_GNU_SOURCE $(WARNFLAGS) $(CFLAGS) $(SANFLAGS) -Icsrc -o $@ csrc/test/test_proc.c $(CORE_SRC:%=csrc/%.c) -pthread
+
+test-c: $(CTEST_DIR)/test_state $(CTEST_DIR)/test_proc
+	$(CTEST_DIR)/test_state
+	$(CTEST_DIR)/test_proc
+
+# The whole suite: set-up, build, C tests, specs; wider under CI=true. Ends with "N passed, M failed".
+test:
+	@scripts/deps.sh
+	@scripts/test.sh
+
+# The busted suite under one Lua version (used by scripts/test.sh).
+test-one: $(MODULE) $(TESTMOD)
+	LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" \
+	WH_LUA="$(LUA)" WH_BUILD="$(BUILD)" $(LUA) $(BUSTED) $(BUSTED_ARGS)
+
+install: $(MODULE)
+	$(INSTALL) -d $(DESTDIR)$(LIBDIR)/waithandles $(DESTDIR)$(LUADIR)/waithandles
+	$(INSTALL) -m 0755 $(MODULE) $(DESTDIR)$(LIBDIR)/waithandles/core.so
+	$(INSTALL) -m 0644 lua/waithandles/*.lua $(DESTDIR)$(LUADIR)/waithandles/
+
+uninstall:
+	rm -rf $(DESTDIR)$(LIBDIR)/waithandles $(DESTDIR)$(LUADIR)/waithandles
+
+demo:
+	@scripts/deps.sh --quiet
+	@$(MAKE) --no-print-directory all
+	@LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/demo.lua
+
+bench:
+	@scripts/deps.sh --quiet
+	@$(MAKE) --no-print-directory all $(FLOORMOD) $(TESTMOD)
+	@LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/bench.lua
+
+clean:
+	rm -rf build

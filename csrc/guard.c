@@ -1,0 +1,88 @@
+/*
+ * The guard serialises changes to an object's state. It is a 64-bit word
+ * holding its owner's identity, so an owner that dies while holding it can
+ * be recognised and replaced; bit 63 says someone sleeps on it. Sleepers use
+ * the futex on the word's low half, which changes whenever the owner does.
+ */
+#include <endian.h>
+#include <stdatomic.h>
+
+#include "wh.h"
+
+#define SPINS 64
+#define FIRST_PROBE_NS (200LL * 1000)
+#define PROBE_EVERY_NS (1000LL * 1000)
+
+static const void *low_half(_Atomic uint64_t *g)
+{
+#if __BYTE_ORDER == __LITTLE_ENDIAN
+    return (const void *)g;
+#else
+    return (const char *)g + 4;
+#endif
+}
+
+static void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+int wh_guard_lock(_Atomic uint64_t *g, uint64_t me, int64_t deadline, wh_alive_fn alive, void *actx)
+{
+    uint64_t cur = 0;
+    int64_t now, next_probe;
+
+    if (atomic_compare_exchange_strong(g, &cur, me))
+        return WH_GUARD_OK;
+    for (int i = 0; i < SPINS; i++) {
+        cpu_relax();
+        cur = atomic_load_explicit(g, memory_order_relaxed);
+        if (cur == 0 && atomic_compare_exchange_weak(g, &cur, me))
+            return WH_GUARD_OK;
+    }
+    now = wh_now();
+    next_probe = now + FIRST_PROBE_NS;
+    /* However short the caller's deadline, a busy guard gets a brief wait. */
+    if (deadline < now + WH_GUARD_GRACE_NS)
+        deadline = now + WH_GUARD_GRACE_NS;
+    for (;;) {
+        int64_t until;
+        cur = atomic_load(g);
+        if (cur == 0) {
+            if (atomic_compare_exchange_weak(g, &cur, me))
+                return WH_GUARD_OK;
+            continue;
+        }
+        now = wh_now();
+        if (now >= next_probe) {
+            uint64_t owner = cur & ~WH_GUARD_SLEEPERS;
+            if (owner != me && !alive(actx, owner)) {
+                /* Keep the sleepers flag so our unlock wakes those who slept on the dead owner. */
+                if (atomic_compare_exchange_strong(g, &cur, me | (cur & WH_GUARD_SLEEPERS)))
+                    return WH_GUARD_TAKEN_OVER;
+                continue;
+            }
+            next_probe = now + PROBE_EVERY_NS;
+        }
+        if (now >= deadline)
+            return WH_GUARD_BUSY;
+        if (!(cur & WH_GUARD_SLEEPERS)) {
+            if (!atomic_compare_exchange_weak(g, &cur, cur | WH_GUARD_SLEEPERS))
+                continue;
+            cur |= WH_GUARD_SLEEPERS;
+        }
+        until = next_probe < deadline ? next_probe : deadline;
+        wh_futex_wait(low_half(g), (uint32_t)cur, until - now);
+    }
+}
+
+void wh_guard_unlock(_Atomic uint64_t *g)
+{
+    uint64_t old = atomic_exchange(g, 0);
+    if (old & WH_GUARD_SLEEPERS)
+        wh_futex_wake_all(low_half(g));
+}

@@ -1,0 +1,210 @@
+/*
+ * Operations on an open object: take the guard (repairing after a dead
+ * owner), run the state machine, drop the guard, wake sleepers. No system
+ * call on the uncontended path.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "wh.h"
+
+#define LEASE_MARGIN_NS (500LL * 1000 * 1000)
+#define UNREGISTERED_SLICE_NS (2LL * 1000 * 1000) /* no entry, so maybe no wake-up: poll */
+#define REATTEMPT_NS (50LL * 1000 * 1000)         /* async: full attempt at least this often */
+
+/* The clock is read only where it is needed: not on the uncontended path. */
+static void ctx_init(struct wh_ctx *c, struct wh_obj *o, uint64_t me)
+{
+    c->alive = wh_dir_alive;
+    c->actx = o->dir;
+    c->me = me;
+    c->now = 0;
+}
+
+/* Takes the guard; after a takeover the state is repaired and everyone must be woken. */
+static int enter(struct wh_obj *o, struct wh_ctx *c, int64_t deadline, int *wake)
+{
+    int g = wh_guard_lock(&o->v.h->guard, c->me, deadline, wh_dir_alive, o->dir);
+    if (g == WH_GUARD_TAKEN_OVER) {
+        c->now = wh_now();
+        wh_st_reclaim(&o->v, c);
+        *wake = 2;
+    }
+    return g;
+}
+
+/*
+ * Bumps seq if something may admit a waiter, drops the guard, wakes futex
+ * sleepers. Only guard holders write seq, and with nobody registered as
+ * waiting nobody needs to see it change (a waiter registers, under the guard,
+ * before it sleeps), so the uncontended path leaves it alone.
+ */
+static void leave(struct wh_obj *o, int wake, struct wh_waiter *w)
+{
+    struct wh_obj_header *h = o->v.h;
+    uint32_t sleepers = atomic_load(&h->nfutex);
+    if (wake == 2 || (wake && atomic_load(&h->nwaiting) != 0))
+        atomic_store(&h->seq, atomic_load_explicit(&h->seq, memory_order_relaxed) + 1);
+    else
+        wake = 0;
+    if (w != NULL)
+        w->seq = atomic_load(&h->seq);
+    wh_guard_unlock(&h->guard);
+    if (wake == 2 || (wake && sleepers))
+        wh_futex_wake_all(&h->seq);
+}
+
+void wh_waiter_init(struct wh_waiter *w, uint32_t mode, int futex, int64_t since)
+{
+    memset(w, 0, sizeof *w);
+    w->idx = -1;
+    w->mode = mode | (futex ? WH_WAIT_FUTEX : 0);
+    w->since = since;
+}
+
+int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
+               int64_t lease_ns, int64_t guard_deadline, uint64_t *held, struct wh_err *e)
+{
+    const struct wh_view *v = &o->v;
+    struct wh_ctx c;
+    int wake = 0, r, mine = -1;
+    uint64_t me = wh_dir_me(o->dir, e);
+
+    if (me == 0)
+        return -1;
+    ctx_init(&c, o, me);
+    if (enter(o, &c, guard_deadline, &wake) == WH_GUARD_BUSY) {
+        if (w != NULL)
+            w->seq = atomic_load(&v->h->seq);
+        return 0;
+    }
+    /* Leases and ages matter only when somebody waits. */
+    if (c.now == 0 && (w != NULL || atomic_load(&v->h->nwaiting) != 0))
+        c.now = wh_now();
+    if (w != NULL) {
+        if (w->idx >= 0 && (w->ident != me || !wh_st_refresh(v, &c, w->idx, w->tag, c.now + lease_ns)))
+            w->idx = -1; /* reclaimed (lease ran out), or inherited across fork */
+        mine = w->idx;
+    }
+    r = wh_st_try(v, &c, mode, mine, w ? w->since : c.now);
+    if (r == 0 && c.now == 0)
+        c.now = wh_now();
+    if (r == 0 && c.now - atomic_load(&v->h->last_reclaim) >= ac_ns) {
+        if (wh_st_reclaim(v, &c) && !wake)
+            wake = 1;
+        r = wh_st_try(v, &c, mode, mine, w ? w->since : c.now);
+    }
+    if (r == 1) {
+        *held = me;
+        if (w != NULL && w->idx >= 0) {
+            wh_st_withdraw(v, w->idx, w->tag, me);
+            w->idx = -1;
+        }
+    } else if (r == 0 && w != NULL && w->idx < 0) {
+        w->idx = wh_st_register(v, &c, w->mode, w->since, c.now + lease_ns, &w->tag);
+        w->ident = me;
+    }
+    if (w != NULL)
+        w->last_attempt = c.now;
+    leave(o, wake, w);
+    if (r < 0)
+        return wh_fail(e, WH_EINVALID_STATE, 0,
+                       "%s '%s' is not held as an upgradeable read by this process",
+                       wh_kind_name(v->kind), o->name);
+    return r;
+}
+
+int wh_wait(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
+            int64_t deadline, uint64_t *held, struct wh_err *e)
+{
+    for (;;) {
+        int64_t now = wh_now(), slice;
+        int r = wh_attempt(o, mode, ac_ns, w, ac_ns + LEASE_MARGIN_NS, deadline, held, e);
+        if (r != 0)
+            return r;
+        now = wh_now();
+        if (now >= deadline)
+            return 0;
+        slice = deadline - now < ac_ns ? deadline - now : ac_ns;
+        if (w->idx < 0 && slice > UNREGISTERED_SLICE_NS)
+            slice = UNREGISTERED_SLICE_NS;
+        if (wh_futex_wait(&o->v.h->seq, w->seq, slice) == ETIMEDOUT) {
+            struct stat st;
+            /* A slow path: say so if a cleaner unlinked the file under us. */
+            if (fstat(o->fd, &st) == 0 && st.st_nlink == 0) {
+                wh_withdraw(o, w);
+                return wh_fail(e, WH_EOS, ENOENT,
+                               "the file of %s '%s' in %s was deleted by something other than "
+                               "waithandles (systemd-logind RemoveIPC or a tmp cleaner?); other "
+                               "processes may now use a different file: use a lock directory "
+                               "that cleaners leave alone",
+                               wh_kind_name(o->v.kind), o->name, wh_dir_path(o->dir));
+            }
+        }
+    }
+}
+
+int wh_release(struct wh_obj *o, uint32_t mode, uint64_t ident)
+{
+    struct wh_ctx c;
+    int wake = 0;
+    uint64_t me = wh_dir_current(o->dir);
+    if (me == 0 || me != ident)
+        return 0; /* a copy inherited across fork: the hold is the parent's */
+    ctx_init(&c, o, me);
+    enter(o, &c, WH_FOREVER, &wake);
+    if (wh_st_release(&o->v, mode, ident) && !wake)
+        wake = 1;
+    leave(o, wake, NULL);
+    return 1;
+}
+
+void wh_withdraw(struct wh_obj *o, struct wh_waiter *w)
+{
+    struct wh_ctx c;
+    int wake = 0;
+    uint64_t me = wh_dir_current(o->dir);
+    if (w->idx < 0)
+        return;
+    if (me == 0 || me != w->ident) {
+        w->idx = -1;
+        return;
+    }
+    ctx_init(&c, o, me);
+    enter(o, &c, WH_FOREVER, &wake);
+    c.now = wh_now();
+    /* Others may have been waiting behind this entry. */
+    if (wh_st_withdraw(&o->v, w->idx, w->tag, me) && !wake)
+        wake = 1;
+    w->idx = -1;
+    leave(o, wake, NULL);
+}
+
+int wh_changed(struct wh_obj *o, const struct wh_waiter *w, int64_t ac_ns)
+{
+    int64_t now = wh_now();
+    return atomic_load(&o->v.h->seq) != w->seq || now - w->last_attempt >= REATTEMPT_NS ||
+           now - atomic_load(&o->v.h->last_reclaim) >= ac_ns;
+}
+
+int wh_info(struct wh_obj *o, struct wh_info *out, struct wh_err *e)
+{
+    struct wh_ctx c;
+    int wake = 0;
+    uint64_t me = wh_dir_me(o->dir, e);
+    if (me == 0)
+        return -1;
+    ctx_init(&c, o, me);
+    c.now = wh_now();
+    if (enter(o, &c, c.now + 1000000000LL, &wake) == WH_GUARD_BUSY) {
+        wh_st_info(&o->v, &c, out); /* best effort: the guard's owner is stopped */
+        return 0;
+    }
+    if (wh_st_reclaim(&o->v, &c) && !wake)
+        wake = 1;
+    wh_st_info(&o->v, &c, out);
+    leave(o, wake, NULL);
+    return 0;
+}

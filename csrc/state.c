@@ -1,0 +1,505 @@
+/*
+ * The per-kind state machines, on the mapped object, with the guard held.
+ * Pure logic: no system calls except through c->alive. Shared memory is
+ * untrusted: every shared field is loaded once into a local, checked, and
+ * only then used; every loop is bounded by the process-local view.
+ *
+ * Crash safety (doc/FORMAT.md, "Repair"): a write touches the writer's own
+ * entries, dead processes' entries, derived totals, or single words, and
+ * entries are written before the totals derived from them, so a reclaim
+ * that recomputes the totals from live entries repairs any prefix of a dead
+ * writer's changes. Tests stop the writer after every store (CRASH_POINT).
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "wh.h"
+
+#ifdef WH_CRASH_TEST
+#include <setjmp.h>
+extern long wh_crash_budget;
+extern jmp_buf wh_crash_jmp;
+#define CRASH_POINT()                                                                              \
+    do {                                                                                           \
+        if (wh_crash_budget > 0 && --wh_crash_budget == 0)                                         \
+            longjmp(wh_crash_jmp, 1);                                                              \
+    } while (0)
+#else
+#define CRASH_POINT() ((void)0)
+#endif
+
+#define LD(p) atomic_load_explicit((p), memory_order_relaxed)
+#define ST(p, v)                                                                                   \
+    do {                                                                                           \
+        CRASH_POINT();                                                                             \
+        atomic_store_explicit((p), (v), memory_order_relaxed);                                     \
+    } while (0)
+
+static int is_rw(const struct wh_view *v) { return v->kind == WH_KIND_RWLOCK; }
+static int has_slots(const struct wh_view *v) { return v->slots != NULL; }
+
+/* A hold of an earlier generation of our own slot is dead: no probe needed. */
+static int own_slot_stale(const struct wh_ctx *c, uint64_t id)
+{
+    return id != 0 && id != c->me && WH_IDENT_SLOT(id) == WH_IDENT_SLOT(c->me);
+}
+
+/* ---- wait entries ---- */
+
+static int entry_live(const struct wh_wait_entry *e, int64_t now, uint64_t *id, uint32_t *mode,
+                      int64_t *since)
+{
+    *id = LD(&e->ident);
+    if (*id == 0 || LD(&e->lease) < now)
+        return 0;
+    *mode = LD(&e->mode) & WH_WAIT_MODE_MASK;
+    *since = LD(&e->since);
+    return 1;
+}
+
+static void recount_waits(const struct wh_view *v)
+{
+    uint32_t used = 0, fut = 0, writers = 0;
+    for (uint32_t i = 0; i < v->nwait; i++) {
+        const struct wh_wait_entry *e = &v->waits[i];
+        uint32_t m;
+        if (LD(&e->ident) == 0)
+            continue;
+        m = LD(&e->mode);
+        used++;
+        if (m & WH_WAIT_FUTEX)
+            fut++;
+        m &= WH_WAIT_MODE_MASK;
+        if (m == WH_MODE_WRITE || m == WH_MODE_UPGRADE)
+            writers++;
+    }
+    ST(&v->h->nwaiting, used);
+    ST(&v->h->nwriters, writers);
+    atomic_store(&v->h->nfutex, fut);
+}
+
+/*
+ * Waiters that come before an attempt in `mode` by a caller waiting since
+ * `since` in entry `mine` (-1: none). A waiting writer or upgrade excludes
+ * every new read and upgradeable read (writer preference); among waiters for
+ * the same thing, one that has waited more than WH_BARGE_NS and longer than
+ * the caller comes first (bounded barging). Returns how many come first,
+ * counting at most `cap`.
+ */
+static uint32_t waiters_first(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode,
+                              int mine, int64_t since, uint32_t cap)
+{
+    uint32_t n = 0;
+    if (atomic_load(&v->h->nwaiting) == 0 || mode == WH_MODE_UPGRADE)
+        return 0;
+    for (uint32_t i = 0; i < v->nwait && n < cap; i++) {
+        uint64_t id;
+        uint32_t m;
+        int64_t s;
+        if ((int)i == mine || !entry_live(&v->waits[i], c->now, &id, &m, &s))
+            continue;
+        if (is_rw(v) && (mode == WH_MODE_READ || mode == WH_MODE_UPGRADEABLE) &&
+            (m == WH_MODE_WRITE || m == WH_MODE_UPGRADE)) {
+            n++;
+            continue;
+        }
+        if (m != mode || mode == WH_MODE_READ)
+            continue;
+        if (s <= c->now - WH_BARGE_NS && (s < since || (s == since && (int)i < mine)))
+            n++;
+    }
+    return n;
+}
+
+int wh_st_register(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, int64_t since,
+                   int64_t lease, uint32_t *tag)
+{
+    for (uint32_t i = 0; i < v->nwait; i++) {
+        struct wh_wait_entry *e = &v->waits[i];
+        /* Free, or expired: an owner that comes back finds its tag gone and registers again. */
+        if (LD(&e->ident) != 0 && LD(&e->lease) >= c->now)
+            continue;
+        *tag = atomic_fetch_add_explicit(&v->h->next_tag, 1, memory_order_relaxed) + 1;
+        ST(&e->ident, 0);
+        ST(&e->since, since);
+        ST(&e->lease, lease);
+        ST(&e->mode, mode);
+        ST(&e->tag, *tag);
+        ST(&e->ident, c->me);
+        recount_waits(v);
+        return (int)i;
+    }
+    return -1;
+}
+
+static int owns_entry(const struct wh_view *v, int idx, uint32_t tag, uint64_t ident)
+{
+    return idx >= 0 && (uint32_t)idx < v->nwait && LD(&v->waits[idx].ident) == ident &&
+           LD(&v->waits[idx].tag) == tag;
+}
+
+int wh_st_refresh(const struct wh_view *v, const struct wh_ctx *c, int idx, uint32_t tag,
+                  int64_t lease)
+{
+    if (!owns_entry(v, idx, tag, c->me))
+        return 0;
+    ST(&v->waits[idx].lease, lease);
+    return 1;
+}
+
+int wh_st_withdraw(const struct wh_view *v, int idx, uint32_t tag, uint64_t ident)
+{
+    if (!owns_entry(v, idx, tag, ident))
+        return 0;
+    ST(&v->waits[idx].ident, 0);
+    recount_waits(v);
+    return 1;
+}
+
+/* ---- holds ---- */
+
+/* Our slot's entry, made ours: counts left by an earlier generation of the slot are dropped. */
+static struct wh_slot_entry *own_entry(const struct wh_view *v, const struct wh_ctx *c)
+{
+    uint32_t slot = WH_IDENT_SLOT(c->me);
+    struct wh_slot_entry *e;
+    uint64_t id;
+    if (slot >= v->nslots)
+        return NULL;
+    e = &v->slots[slot];
+    id = LD(&e->ident);
+    if (id != c->me) {
+        uint32_t stale = LD(&e->count), total = LD(&v->h->total);
+        if (stale != 0)
+            ST(&e->count, 0);
+        ST(&e->ident, c->me);
+        if (stale != 0)
+            ST(&v->h->total, stale < total ? total - stale : 0);
+    }
+    return e;
+}
+
+static int take_count(const struct wh_view *v, const struct wh_ctx *c)
+{
+    struct wh_slot_entry *e = own_entry(v, c);
+    uint32_t cnt, total;
+    if (e == NULL)
+        return 0;
+    cnt = LD(&e->count);
+    total = LD(&v->h->total);
+    if (cnt >= INT32_MAX || total >= INT32_MAX)
+        return 0;
+    ST(&e->count, cnt + 1);
+    ST(&v->h->total, total + 1);
+    return 1;
+}
+
+/* Single-word holds (lock owner, writer, upgradeable reader) left by an earlier generation of
+ * our own slot are dead: clear them before deciding. */
+static void clear_stale_words(const struct wh_view *v, const struct wh_ctx *c, uint64_t *owner,
+                              uint64_t *upg)
+{
+    if (own_slot_stale(c, *upg)) {
+        if (*owner == *upg) {
+            ST(&v->h->owner, 0);
+            *owner = 0;
+        }
+        ST(&v->h->upgradeable, 0);
+        *upg = 0;
+    }
+    if (own_slot_stale(c, *owner)) {
+        ST(&v->h->owner, 0);
+        *owner = 0;
+    }
+}
+
+int wh_st_try(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, int my_entry,
+              int64_t since)
+{
+    struct wh_obj_header *h = v->h;
+    uint64_t owner = LD(&h->owner), upg = LD(&h->upgradeable);
+
+    switch (v->kind) {
+    case WH_KIND_LOCK:
+        clear_stale_words(v, c, &owner, &upg);
+        if (mode != WH_MODE_LOCK || owner != 0 || waiters_first(v, c, mode, my_entry, since, 1) > 0)
+            return 0;
+        ST(&h->owner, c->me);
+        return 1;
+    case WH_KIND_SEMAPHORE: {
+        uint32_t total = LD(&h->total), avail;
+        if (mode != WH_MODE_LOCK || total >= v->max_count)
+            return 0;
+        avail = v->max_count - total;
+        if (waiters_first(v, c, mode, my_entry, since, avail) >= avail)
+            return 0;
+        return take_count(v, c);
+    }
+    case WH_KIND_RWLOCK:
+        if (mode == WH_MODE_UPGRADE) {
+            /* Only the upgradeable holder upgrades; it waits for readers, not for waiting writers. */
+            if (upg != c->me)
+                return -1;
+            if (owner == c->me)
+                return 1;
+            clear_stale_words(v, c, &owner, &upg);
+            if (owner != 0 || LD(&h->total) != 0)
+                return 0;
+            ST(&h->owner, c->me);
+            return 1;
+        }
+        clear_stale_words(v, c, &owner, &upg);
+        if (owner != 0 || (mode == WH_MODE_WRITE && (upg != 0 || LD(&h->total) != 0)) ||
+            (mode == WH_MODE_UPGRADEABLE && upg != 0) ||
+            waiters_first(v, c, mode, my_entry, since, 1) > 0)
+            return 0;
+        switch (mode) {
+        case WH_MODE_READ:
+            return take_count(v, c);
+        case WH_MODE_WRITE:
+            ST(&h->owner, c->me);
+            return 1;
+        case WH_MODE_UPGRADEABLE:
+            ST(&h->upgradeable, c->me);
+            return 1;
+        }
+        return 0;
+    }
+    return 0;
+}
+
+static int drop_count(const struct wh_view *v, uint64_t ident)
+{
+    uint32_t slot = WH_IDENT_SLOT(ident), cnt, total;
+    struct wh_slot_entry *e;
+    if (slot >= v->nslots)
+        return 0;
+    e = &v->slots[slot];
+    cnt = LD(&e->count);
+    if (LD(&e->ident) != ident || cnt == 0)
+        return 0;
+    total = LD(&v->h->total);
+    ST(&e->count, cnt - 1);
+    ST(&v->h->total, total > 0 ? total - 1 : 0);
+    return 1;
+}
+
+int wh_st_release(const struct wh_view *v, uint32_t mode, uint64_t ident)
+{
+    struct wh_obj_header *h = v->h;
+    switch (mode) {
+    case WH_MODE_LOCK:
+        if (has_slots(v))
+            return drop_count(v, ident);
+        __attribute__((fallthrough)); /* a lock: its single owner word */
+    case WH_MODE_WRITE:
+        if (LD(&h->owner) != ident)
+            return 0;
+        ST(&h->owner, 0);
+        return 1;
+    case WH_MODE_READ:
+        return drop_count(v, ident);
+    case WH_MODE_UPGRADEABLE:
+        if (LD(&h->upgradeable) != ident)
+            return 0;
+        /* An upgraded holder drops the write lock first: a crash in between leaves a dead
+         * upgradeable holder, which reclaim removes. */
+        if (LD(&h->owner) == ident)
+            ST(&h->owner, 0);
+        ST(&h->upgradeable, 0);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- reclamation and repair ---- */
+
+struct alive_cache {
+    uint64_t id[16];
+    int alive[16];
+    int n;
+};
+
+static int alive_cached(const struct wh_ctx *c, struct alive_cache *ac, uint64_t id)
+{
+    int r;
+    if (id == c->me)
+        return 1;
+    for (int i = 0; i < ac->n; i++)
+        if (ac->id[i] == id)
+            return ac->alive[i];
+    r = c->alive(c->actx, id);
+    if (ac->n < 16) {
+        ac->id[ac->n] = id;
+        ac->alive[ac->n++] = r;
+    }
+    return r;
+}
+
+/*
+ * Removes every hold and wait entry of a dead process and every expired wait
+ * entry, then recomputes the derived fields from the entries. Also the repair
+ * after taking over the guard from a dead owner. Returns 1 if anything that
+ * could admit a waiter changed.
+ */
+int wh_st_reclaim(const struct wh_view *v, const struct wh_ctx *c)
+{
+    struct wh_obj_header *h = v->h;
+    struct alive_cache ac = {.n = 0};
+    int changed = 0;
+    uint64_t owner = LD(&h->owner), upg = LD(&h->upgradeable);
+
+    if (v->kind == WH_KIND_SEMAPHORE && owner != 0) {
+        ST(&h->owner, 0); /* unused by semaphores */
+    } else if (owner != 0 && !alive_cached(c, &ac, owner)) {
+        ST(&h->owner, 0);
+        changed = 1;
+    }
+    if (upg != 0 && (!is_rw(v) || !alive_cached(c, &ac, upg))) {
+        if (LD(&h->owner) == upg)
+            ST(&h->owner, 0);
+        ST(&h->upgradeable, 0);
+        changed = 1;
+    }
+    if (has_slots(v)) {
+        uint64_t sum = 0;
+        for (uint32_t i = 0; i < v->nslots; i++) {
+            struct wh_slot_entry *e = &v->slots[i];
+            uint64_t id = LD(&e->ident);
+            uint32_t cnt = LD(&e->count);
+            if (id == 0 && cnt == 0)
+                continue;
+            if (id == 0 || WH_IDENT_SLOT(id) != i || !alive_cached(c, &ac, id)) {
+                ST(&e->count, 0);
+                ST(&e->ident, 0);
+                changed |= cnt != 0;
+                continue;
+            }
+            sum += cnt;
+        }
+        if (sum > INT32_MAX)
+            sum = INT32_MAX; /* only a hostile writer gets here; attempts then fail */
+        if (LD(&h->total) != (uint32_t)sum) {
+            changed |= LD(&h->total) > (uint32_t)sum;
+            ST(&h->total, (uint32_t)sum);
+        }
+    }
+    for (uint32_t i = 0; i < v->nwait; i++) {
+        struct wh_wait_entry *e = &v->waits[i];
+        uint64_t id = LD(&e->ident);
+        if (id == 0)
+            continue;
+        if (LD(&e->lease) < c->now || !alive_cached(c, &ac, id)) {
+            ST(&e->ident, 0);
+            changed = 1;
+        }
+    }
+    recount_waits(v);
+    atomic_store(&h->last_reclaim, c->now);
+    return changed;
+}
+
+/* ---- observation ---- */
+
+static void add_holder(struct wh_info *out, uint64_t id)
+{
+    for (uint32_t i = 0; i < out->nholders; i++)
+        if (out->holders[i] == id)
+            return;
+    if (out->nholders < sizeof out->holders / sizeof out->holders[0])
+        out->holders[out->nholders++] = id;
+}
+
+void wh_st_info(const struct wh_view *v, const struct wh_ctx *c, struct wh_info *out)
+{
+    struct wh_obj_header *h = v->h;
+    uint64_t owner = LD(&h->owner), upg = LD(&h->upgradeable);
+    memset(out, 0, sizeof *out);
+    if (v->kind != WH_KIND_SEMAPHORE && owner != 0) {
+        out->writer = 1;
+        add_holder(out, owner);
+    }
+    if (is_rw(v) && upg != 0) {
+        out->upgradeable = 1;
+        out->upgraded = owner == upg;
+        add_holder(out, upg);
+    }
+    if (has_slots(v)) {
+        for (uint32_t i = 0; i < v->nslots; i++) {
+            uint64_t id = LD(&v->slots[i].ident);
+            if (id != 0 && LD(&v->slots[i].count) != 0)
+                add_holder(out, id);
+        }
+        out->readers = LD(&h->total);
+    }
+    for (uint32_t i = 0; i < v->nwait; i++) {
+        uint64_t id;
+        uint32_t m;
+        int64_t s;
+        if (!entry_live(&v->waits[i], c->now, &id, &m, &s))
+            continue;
+        out->waiting++;
+        if (m == WH_MODE_WRITE || m == WH_MODE_UPGRADE)
+            out->waiting_writers++;
+    }
+    switch (v->kind) {
+    case WH_KIND_LOCK:
+        out->held = out->writer;
+        out->readers = 0;
+        break;
+    case WH_KIND_SEMAPHORE:
+        out->held = out->readers;
+        break;
+    default:
+        /* An upgradeable read is a read until it is upgraded; then it is the write. */
+        if (out->upgradeable && !out->upgraded)
+            out->readers++;
+        out->held = out->readers + (uint32_t)out->writer;
+    }
+}
+
+/* The invariants of doc/FORMAT.md, checked on a quiescent object. Returns 1 if they hold. */
+int wh_st_check(const struct wh_view *v, char *why, size_t whylen)
+{
+    struct wh_obj_header *h = v->h;
+    uint64_t owner = LD(&h->owner), upg = LD(&h->upgradeable), sum = 0;
+    uint32_t used = 0, fut = 0, writers = 0;
+#define BAD(...) return (snprintf(why, whylen, __VA_ARGS__), 0)
+    if (has_slots(v))
+        for (uint32_t i = 0; i < v->nslots; i++) {
+            uint64_t id = LD(&v->slots[i].ident);
+            uint32_t cnt = LD(&v->slots[i].count);
+            if (cnt != 0 && (id == 0 || WH_IDENT_SLOT(id) != i))
+                BAD("slot %u has %u held under identity %llx", i, cnt, (unsigned long long)id);
+            sum += cnt;
+        }
+    if (has_slots(v) && sum != LD(&h->total))
+        BAD("total %u but the slots hold %llu", LD(&h->total), (unsigned long long)sum);
+    if (v->kind == WH_KIND_SEMAPHORE && sum > v->max_count)
+        BAD("%llu tickets held, max_count %u", (unsigned long long)sum, v->max_count);
+    if (v->kind == WH_KIND_SEMAPHORE && (owner != 0 || upg != 0))
+        BAD("semaphore with an owner word set");
+    if (v->kind == WH_KIND_LOCK && upg != 0)
+        BAD("lock with an upgradeable holder");
+    if (is_rw(v) && owner != 0 && sum != 0)
+        BAD("writer %llx beside %llu readers", (unsigned long long)owner, (unsigned long long)sum);
+    if (is_rw(v) && owner != 0 && upg != 0 && owner != upg)
+        BAD("writer %llx beside upgradeable reader %llx", (unsigned long long)owner,
+            (unsigned long long)upg);
+    for (uint32_t i = 0; i < v->nwait; i++) {
+        uint32_t m;
+        if (LD(&v->waits[i].ident) == 0)
+            continue;
+        m = LD(&v->waits[i].mode);
+        used++;
+        fut += (m & WH_WAIT_FUTEX) != 0;
+        m &= WH_WAIT_MODE_MASK;
+        writers += m == WH_MODE_WRITE || m == WH_MODE_UPGRADE;
+    }
+    if (used != LD(&h->nwaiting) || fut != atomic_load(&h->nfutex) || writers != LD(&h->nwriters))
+        BAD("wait counts %u/%u/%u, entries say %u/%u/%u", LD(&h->nwaiting),
+            atomic_load(&h->nfutex), LD(&h->nwriters), used, fut, writers);
+#undef BAD
+    return 1;
+}

@@ -1,0 +1,173 @@
+/*
+ * Internal interfaces of the C core. Nothing here is exported from the
+ * shared object: only luaopen_waithandles_core is visible.
+ */
+#ifndef WH_H
+#define WH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "format.h"
+
+/* ---- errors (err.c) ---- */
+
+enum wh_code {
+    WH_OK = 0,
+    WH_ETIMEOUT,
+    WH_ECANCELLED,
+    WH_ERELEASED,
+    WH_EINVALID_STATE,
+    WH_EINVALID_NAME,
+    WH_EMISMATCH,
+    WH_ECORRUPT,
+    WH_EUNSAFE,
+    WH_EOS
+};
+
+struct wh_err {
+    int code;
+    int errnum;
+    char msg[512];
+};
+
+const char *wh_code_name(int code);
+/* Fills *e and returns -1. */
+int wh_fail(struct wh_err *e, int code, int errnum, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* ---- names (names.c) ---- */
+
+#define WH_NAME_MAX 255
+int wh_name_valid(const char *s, size_t len);
+/* Writes the escaped name (NUL-terminated) and returns its length. */
+size_t wh_safe_name(const char *s, size_t len, char out[WH_NAME_MAX + 1]);
+void wh_sha256(const void *data, size_t len, uint8_t out[32]);
+
+/* ---- time and futexes (wait.c) ---- */
+
+#define WH_FOREVER INT64_MAX
+int64_t wh_now(void); /* CLOCK_MONOTONIC, ns */
+int64_t wh_deadline_after(int64_t ns); /* now + ns, saturating; ns < 0 means forever */
+void wh_sleep_ns(int64_t ns);
+/* Sleeps while *word == val, at most ns (< 0: no limit). Returns 0, or ETIMEDOUT. */
+int wh_futex_wait(const void *word, uint32_t val, int64_t ns);
+void wh_futex_wake_all(const void *word);
+
+/* ---- lock directories and the process registry (dir.c, registry.c) ---- */
+
+struct wh_dir;
+typedef int (*wh_alive_fn)(void *ctx, uint64_t ident);
+
+/* Opens (creating the last component with dir_mode if it is missing) and
+ * checks a lock directory. Directories live as long as the process. */
+struct wh_dir *wh_dir_open(const char *path, int dir_mode, int file_mode, struct wh_err *e);
+int wh_dir_fd(const struct wh_dir *d);
+const char *wh_dir_path(const struct wh_dir *d);
+/* Opens or creates a file in d: creates with O_EXCL and fchmod(mode); never follows links. */
+int wh_dir_openat(struct wh_dir *d, const char *name, int mode, int *created, struct wh_err *e);
+/* Takes or drops the OFD lock on one byte; returns 0, or -1 with errno. */
+int wh_ofd_lock(int fd, int type, off_t off, int wait_ms);
+int wh_ofd_unlock(int fd, off_t off);
+
+uint64_t wh_dir_me(struct wh_dir *d, struct wh_err *e); /* claims a slot on first use; 0 on error */
+uint64_t wh_dir_current(struct wh_dir *d);              /* 0 if no slot is claimed */
+int wh_dir_alive(void *d, uint64_t ident);              /* a wh_alive_fn */
+uint32_t wh_dir_pid(struct wh_dir *d, uint64_t ident);  /* 0 if unknown */
+void wh_registry_forget(struct wh_dir *d);              /* fork child: drop the inherited slot */
+void wh_fork_init(void);                                 /* registers the fork handlers once */
+
+/* ---- the state machines (state.c): pure logic on a mapped object ---- */
+
+struct wh_view { /* validated description of one mapped object */
+    struct wh_obj_header *h;
+    struct wh_wait_entry *waits;
+    struct wh_slot_entry *slots; /* NULL for a lock */
+    uint32_t kind, max_count, nslots, nwait;
+};
+
+struct wh_ctx { /* one operation of one process */
+    wh_alive_fn alive;
+    void *actx;
+    uint64_t me;
+    int64_t now;
+};
+
+struct wh_info {
+    uint32_t held, readers, waiting_writers, waiting;
+    int writer, upgradeable, upgraded;
+    uint32_t nholders;
+    uint64_t holders[64];
+};
+
+/* Guard held by the caller in all of these. */
+int wh_st_try(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, int my_entry,
+              int64_t since);
+int wh_st_release(const struct wh_view *v, uint32_t mode, uint64_t ident);
+int wh_st_register(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, int64_t since,
+                   int64_t lease, uint32_t *tag);
+int wh_st_refresh(const struct wh_view *v, const struct wh_ctx *c, int idx, uint32_t tag,
+                  int64_t lease);
+int wh_st_withdraw(const struct wh_view *v, int idx, uint32_t tag, uint64_t ident);
+int wh_st_reclaim(const struct wh_view *v, const struct wh_ctx *c);
+void wh_st_info(const struct wh_view *v, const struct wh_ctx *c, struct wh_info *out);
+int wh_st_check(const struct wh_view *v, char *why, size_t whylen); /* invariants, for tests */
+
+/* ---- the guard (guard.c) ---- */
+
+enum { WH_GUARD_OK = 0, WH_GUARD_TAKEN_OVER = 1, WH_GUARD_BUSY = 2 };
+/* A busy guard is waited for at least this long, so a "don't wait" call on a free object never
+ * fails just because another process was changing the state at that instant. */
+#define WH_GUARD_GRACE_NS (10LL * 1000 * 1000)
+int wh_guard_lock(_Atomic uint64_t *g, uint64_t me, int64_t deadline, wh_alive_fn alive, void *actx);
+void wh_guard_unlock(_Atomic uint64_t *g);
+
+/* ---- object files (object.c) ---- */
+
+struct wh_obj {
+    struct wh_obj *next;
+    _Atomic int refs; /* found in the list only while > 0 (see wh_obj_ref) */
+    dev_t dev;
+    ino_t ino;
+    int fd; /* holds the shared "in use" lock */
+    struct wh_dir *dir;
+    void *base;
+    size_t size;
+    struct wh_view v;
+    char name[WH_NAME_MAX + 1];
+};
+
+struct wh_obj *wh_obj_open(struct wh_dir *d, const char *name, uint32_t kind, uint32_t max_count,
+                           int mode, struct wh_err *e);
+void wh_obj_ref(struct wh_obj *o);
+void wh_obj_unref(struct wh_obj *o);
+/* 1 removed, 0 absent or in use, -1 error. */
+int wh_obj_remove(struct wh_dir *d, const char *name, struct wh_err *e);
+const char *wh_kind_name(uint32_t kind);
+
+/* ---- operations (ops.c): guard + state + registry + futex ---- */
+
+struct wh_waiter { /* one wait in progress */
+    int idx;        /* wait entry, -1 if none */
+    uint32_t tag;
+    uint64_t ident; /* identity the entry was registered under */
+    int64_t since;
+    uint32_t mode;  /* WH_MODE_* | WH_WAIT_FUTEX */
+    uint32_t seq;   /* seq seen by the latest attempt */
+    int64_t last_attempt;
+};
+
+void wh_waiter_init(struct wh_waiter *w, uint32_t mode, int futex, int64_t since);
+/* 1 acquired (*held = the identity to release with), 0 busy, -1 error. */
+int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
+               int64_t lease_ns, int64_t guard_deadline, uint64_t *held, struct wh_err *e);
+/* Blocks until acquired or deadline; the entry stays registered on timeout. */
+int wh_wait(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
+            int64_t deadline, uint64_t *held, struct wh_err *e);
+int wh_release(struct wh_obj *o, uint32_t mode, uint64_t ident); /* 1 released, 0 not ours */
+void wh_withdraw(struct wh_obj *o, struct wh_waiter *w);
+int wh_changed(struct wh_obj *o, const struct wh_waiter *w, int64_t ac_ns);
+int wh_info(struct wh_obj *o, struct wh_info *out, struct wh_err *e);
+
+#endif
