@@ -50,7 +50,7 @@ $(BUILD)/obj/lcore.o: csrc/lcore.c $(HEADERS)
 # -z nodelete: the fork handlers must outlive any dlclose of the module.
 $(MODULE): $(CORE_OBJ) $(BUILD)/obj/lcore.o
 	@mkdir -p $(dir $@)
-	$(CC) -shared $(SANFLAGS) $(LDFLAGS) -Wl,-z,nodelete -o $@ $^ -pthread
+	$(CC) -shared $(SANFLAGS) $(LDFLAGS) -Wl,-z,nodelete -o $@ $^ -pthread -ldl
 
 # Test-only helper module (fork, kill, waitpid, pipes) and the benchmark floor.
 $(TESTMOD): spec/whtest.c csrc/compat.h
@@ -95,13 +95,17 @@ uninstall:
 
 demo:
 	@scripts/deps.sh --quiet
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) -s --no-print-directory all
 	@LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/demo.lua
 
 bench:
 	@scripts/deps.sh --quiet
-	@$(MAKE) --no-print-directory all $(FLOORMOD) $(TESTMOD)
+	@$(MAKE) -s --no-print-directory all $(FLOORMOD) $(TESTMOD)
 	@LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/bench.lua
+
+# The protocol model (doc/FORMAT.md), checked exhaustively with spin; prints TAP lines.
+model:
+	@model/run.sh
 
 clean:
 	rm -rf build

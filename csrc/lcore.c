@@ -694,19 +694,20 @@ static int l_upgrade(lua_State *L)
 
 /*
  * The C body of one object's try_acquire / acquire (and the rwlock forms).
- * Upvalues: 1 the object's userdata, 2 the handle metatable, 3 the mode,
- * 4 the Lua implementation, 5 true for try_*. Calls whose arguments need
- * no checking and no waiting are served here, in a few Lua API calls; the
- * rest go to the Lua implementation.
+ * Upvalues: 1 the object's userdata, 2 the handle metatable, 3 the mode
+ * (+ 256 for try_*), 4 the Lua implementation. Calls whose arguments need no
+ * checking and no waiting are served here, in a few Lua API calls; the rest
+ * go to the Lua implementation.
  */
 static int l_fast(lua_State *L)
 {
     int n = lua_gettop(L);
-    int try_style = lua_toboolean(L, lua_upvalueindex(5));
+    uint32_t mode = (uint32_t)lua_tointeger(L, lua_upvalueindex(3));
+    int try_style = mode > 255;
+    mode &= 255;
     if (n == 1 || (try_style && n == 2 &&
                    (lua_isnil(L, 2) || (lua_type(L, 2) == LUA_TNUMBER && lua_tonumber(L, 2) == 0)))) {
         struct lobj *u = lua_touserdata(L, lua_upvalueindex(1));
-        uint32_t mode = (uint32_t)lua_tointeger(L, lua_upvalueindex(3));
         struct lhandle *h = lua_newuserdata(L, sizeof *h);
         struct wh_err e;
         uint64_t held;
@@ -745,10 +746,9 @@ static int l_make_fast(lua_State *L)
     lua_rawgeti(L, -1, (int)lua_tointeger(L, 2));
     lua_remove(L, -2);                      /* 2: handle metatable */
     luaL_argcheck(L, lua_istable(L, -1), 2, "no handle metatable for this mode");
-    lua_pushvalue(L, 2);                    /* 3: mode */
-    lua_pushvalue(L, 3);                    /* 4: Lua implementation */
-    lua_pushboolean(L, lua_toboolean(L, 4)); /* 5: try style */
-    lua_pushcclosure(L, l_fast, 5);
+    lua_pushinteger(L, lua_tointeger(L, 2) + (lua_toboolean(L, 4) ? 256 : 0)); /* 3: mode */
+    lua_pushvalue(L, 3);                                                     /* 4: Lua code */
+    lua_pushcclosure(L, l_fast, 4);
     return 1;
 }
 

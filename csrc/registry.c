@@ -7,6 +7,7 @@
  * its byte is locked. A false "alive" only delays recovery; a false "dead"
  * must never happen, hence the order of the checks below.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -258,6 +259,11 @@ static void after_fork_child(void)
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 static void register_fork_handlers(void)
 {
+    Dl_info self;
+    /* Pin the module in memory even if it was built without -z nodelete (e.g. by luarocks):
+     * dlclose must never unmap code that a fork handler points to. */
+    if (dladdr((void *)register_fork_handlers, &self) && self.dli_fname != NULL)
+        dlopen(self.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
     pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 }
 

@@ -11,6 +11,9 @@
 
 #include "format.h"
 
+/* Whatever the build flags, only luaopen_waithandles_core leaves the module. */
+#pragma GCC visibility push(hidden)
+
 /* ---- errors (err.c) ---- */
 
 enum wh_code {
@@ -169,5 +172,7 @@ int wh_release(struct wh_obj *o, uint32_t mode, uint64_t ident); /* 1 released, 
 void wh_withdraw(struct wh_obj *o, struct wh_waiter *w);
 int wh_changed(struct wh_obj *o, const struct wh_waiter *w, int64_t ac_ns);
 int wh_info(struct wh_obj *o, struct wh_info *out, struct wh_err *e);
+
+#pragma GCC visibility pop
 
 #endif

@@ -1,0 +1,102 @@
+-- make bench: what waithandles costs, next to the floor of DESIGN.md ("a C
+-- call that returns a new userdata with __gc, plus a method call"). Every
+-- figure is the median of several interleaved rounds of CPU time, so the
+-- ratios come from one run on one machine.
+
+local wh = require "waithandles"
+local floor = require "whfloor"
+local whtest = require "whtest"
+
+local N = tonumber(os.getenv("BENCH_N")) or 200000
+local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS")) or 9
+local clock = os.clock
+
+local dir = whtest.mkdtemp()
+local results = {}
+
+local function median(t)
+  table.sort(t)
+  return t[math.ceil(#t / 2)]
+end
+
+-- Runs every case ROUNDS times, interleaved; returns ns per iteration (median).
+local function measure(cases)
+  local samples = {}
+  for _, c in ipairs(cases) do samples[c[1]] = {} end
+  for _ = 1, ROUNDS do
+    for _, c in ipairs(cases) do
+      collectgarbage()
+      collectgarbage()
+      local t = clock()
+      c[2](N)
+      samples[c[1]][#samples[c[1]] + 1] = (clock() - t) / N * 1e9
+    end
+  end
+  local out = {}
+  for _, c in ipairs(cases) do out[c[1]] = median(samples[c[1]]) end
+  return out
+end
+
+local function row(name, ns, base, note)
+  print(("  %-46s %9.1f ns   %5.2fx floor%s"):format(name, ns, ns / base, note or ""))
+end
+
+print(("waithandles benchmark (%s, %s), %d iterations x %d rounds, median CPU time")
+  :format(wh._VERSION, _VERSION, N, ROUNDS))
+
+local lock = wh.lock("bench-lock", { dir = dir })
+local sem = wh.semaphore("bench-sem", 2147483647, { dir = dir })
+local rw = wh.rwlock("bench-rw", { dir = dir })
+local new = floor.new
+
+local r = measure({
+  { "floor", function(n) for _ = 1, n do local u = new() u:release() end end },
+  { "lock", function(n) for _ = 1, n do local h = lock:try_acquire() h:release() end end },
+  { "semaphore", function(n) for _ = 1, n do local h = sem:try_acquire() h:release() end end },
+  { "read", function(n) for _ = 1, n do local h = rw:try_acquire_read() h:release() end end },
+  { "write", function(n) for _ = 1, n do local h = rw:try_acquire_write() h:release() end end },
+  { "upgradeable", function(n)
+    for _ = 1, n do local h = rw:try_acquire_upgradeable_read() h:release() end
+  end },
+})
+print("\nuncontended try_acquire() + release(), one process (target: <= 2x floor)")
+row("floor: new userdata with __gc + method call", r.floor, r.floor)
+row("lock:try_acquire() + h:release()", r.lock, r.floor, r.lock <= 2 * r.floor and "  ok" or "  ABOVE TARGET")
+row("semaphore:try_acquire() + h:release()", r.semaphore, r.floor)
+row("rwlock:try_acquire_read() + h:release()", r.read, r.floor)
+row("rwlock:try_acquire_write() + h:release()", r.write, r.floor)
+row("rwlock:try_acquire_upgradeable_read() + release()", r.upgradeable, r.floor)
+results.lock_ratio = r.lock / r.floor
+
+-- Held tickets do not make a semaphore slower: O(1) per operation.
+local held = {}
+local one = wh.semaphore("bench-sem-1", 2147483647, { dir = dir })
+local many = wh.semaphore("bench-sem-4096", 2147483647, { dir = dir })
+held[#held + 1] = one:try_acquire()
+for _ = 1, 4096 do held[#held + 1] = many:try_acquire() end
+r = measure({
+  { "floor", function(n) for _ = 1, n do local u = new() u:release() end end },
+  { "one", function(n) for _ = 1, n do local h = one:try_acquire() h:release() end end },
+  { "many", function(n) for _ = 1, n do local h = many:try_acquire() h:release() end end },
+})
+print("\nsemaphore with tickets already held (target: about equal)")
+row("1 ticket held: try_acquire() + release()", r.one, r.floor)
+row("4096 tickets held: try_acquire() + release()", r.many, r.floor,
+  ("  (%.2fx the 1-ticket cost)"):format(r.many / r.one))
+for _, h in ipairs(held) do h:release() end
+
+-- Readers already holding do not make reads slower.
+held = {}
+for _ = 1, 1000 do held[#held + 1] = rw:try_acquire_read() end
+r = measure({
+  { "floor", function(n) for _ = 1, n do local u = new() u:release() end end },
+  { "read", function(n) for _ = 1, n do local h = rw:try_acquire_read() h:release() end end },
+})
+row("rwlock read with 1000 readers holding", r.read, r.floor)
+for _, h in ipairs(held) do h:release() end
+
+print(("\nlock:try_acquire()+release() costs %.2fx the floor (DESIGN.md target: <= 2x)")
+  :format(results.lock_ratio))
+lock, sem, rw, one, many = nil, nil, nil, nil, nil
+collectgarbage()
+os.execute("rm -rf '" .. dir .. "'")

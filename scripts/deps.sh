@@ -1,0 +1,38 @@
+#!/bin/sh
+# Installs what `make test`, `make demo` and `make bench` need on Debian 12.
+# As root it uses apt-get; otherwise it names the missing packages and stops.
+# Under CI=true it also installs every Lua version, clang's sanitizer runtime,
+# luarocks and spin.
+set -u
+quiet=0
+[ "${1:-}" = "--quiet" ] && quiet=1
+
+pkgs="make gcc clang lua5.4 liblua5.4-dev lua-busted luarocks strace"
+if [ "${CI:-}" = "true" ]; then
+    pkgs="$pkgs lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev"
+    pkgs="$pkgs luajit2 libluajit2-5.1-dev libclang-rt-14-dev spin valgrind"
+fi
+
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+    echo "waithandles needs these Debian packages:$missing" >&2
+    echo "install them (sudo apt-get install$missing) and run this again" >&2
+    exit 1
+fi
+[ $quiet = 1 ] || echo "installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+# shellcheck disable=SC2086
+if ! apt-get install -y -q --no-install-recommends $missing >/tmp/waithandles-apt.log 2>&1; then
+    apt-get update -q >>/tmp/waithandles-apt.log 2>&1
+    # shellcheck disable=SC2086
+    apt-get install -y -q --no-install-recommends $missing >>/tmp/waithandles-apt.log 2>&1 || {
+        echo "apt-get failed; see /tmp/waithandles-apt.log" >&2
+        tail -20 /tmp/waithandles-apt.log >&2
+        exit 1
+    }
+fi

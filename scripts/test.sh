@@ -1,0 +1,74 @@
+#!/bin/sh
+# The whole test suite (what `make test` runs). Each step reports TAP lines;
+# the last line is "N passed, M failed". Under CI=true it also runs every Lua
+# version, a clang -Werror build, AddressSanitizer+UBSan builds of the C tests
+# and the specs, and the protocol model.
+set -u
+MAKE=${MAKE:-make}
+passed=0
+failed=0
+log=$(mktemp -d /tmp/waithandles-test.XXXXXX)
+ci=0
+[ "${CI:-}" = "true" ] && ci=1
+
+# Runs a command whose output holds TAP lines ("ok ..." / "not ok ...") and adds them up.
+# A command that fails without reporting a failing test counts as one failure.
+step() {
+    name=$1
+    shift
+    start=$(date +%s)
+    out="$log/$(echo "$name" | tr -c 'A-Za-z0-9.\n-' '_').log"
+    timeout "${STEP_TIMEOUT:-1500}" "$@" >"$out" 2>&1
+    rc=$?
+    p=$(grep -c '^ok ' "$out")
+    f=$(grep -c '^not ok ' "$out")
+    if [ "$rc" != 0 ] && [ "$f" = 0 ]; then
+        f=1
+        echo "not ok - $name: exited with status $rc" >>"$out"
+    fi
+    passed=$((passed + p))
+    failed=$((failed + f))
+    printf '%-44s %5s passed %3s failed  %4ss\n' "$name" "$p" "$f" "$(($(date +%s) - start))"
+    if [ "$f" != 0 ]; then
+        # Show what failed: the failing TAP lines with their diagnostics, and the tail.
+        awk '/^not ok/{show=1} /^ok /{show=0} show' "$out" | head -150
+        tail -25 "$out"
+    fi
+}
+
+# A step that is one check: ok if the command succeeds.
+check() {
+    name=$1
+    shift
+    step "$name" sh -c '"$@" && echo "ok - $0"' "$name" "$@"
+}
+
+specs() { # version [make args...]
+    v=$1
+    shift
+    step "specs (Lua $v)$*" $MAKE -s --no-print-directory test-one LUA_VERSION="$v" BUSTED_ARGS="-o TAP" "$@"
+}
+
+ASAN_RT=$(clang -print-file-name=libclang_rt.asan-x86_64.so 2>/dev/null)
+SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -shared-libasan"
+
+echo "waithandles tests$( [ $ci = 1 ] && echo ' (CI=true: every Lua version, clang, sanitizers, model)')"
+step "C unit and process tests (gcc)" $MAKE -s --no-print-directory test-c
+specs 5.4
+check "luarocks make into a temporary tree" scripts/check-rockspec.sh
+
+if [ $ci = 1 ]; then
+    for v in 5.1 5.2 5.3 luajit; do
+        specs $v
+    done
+    check "clang -Wall -Wextra -Werror build" $MAKE -s --no-print-directory CC=clang BUILD=build/clang all build/clang/whtest.so build/clang/whfloor.so
+    step "C tests under ASan+UBSan (clang)" $MAKE -s --no-print-directory CC=clang SANFLAGS="$SAN" test-c
+    step "specs (Lua 5.4) under ASan+UBSan" env LD_PRELOAD="$ASAN_RT" \
+        ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+        $MAKE -s --no-print-directory test-one CC=clang BUILD=build/asan SANFLAGS="$SAN" BUSTED_ARGS="-o TAP"
+    step "protocol model (spin)" $MAKE -s --no-print-directory model
+fi
+
+echo "logs: $log"
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]

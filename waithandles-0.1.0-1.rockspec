@@ -1,0 +1,36 @@
+package = "waithandles"
+version = "0.1.0-1"
+source = {
+   url = "git+https://github.com/waithandles/waithandles.git",
+   tag = "v0.1.0",
+}
+description = {
+   summary = "Machine-wide, crash-safe named locks, semaphores and reader-writer locks",
+   detailed = [[
+Cross-process named locks, semaphores and upgradeable reader-writer locks for
+Lua on Linux, in shared memory, that are never left stuck when a holder
+crashes: timeouts, cancellation, self-releasing handles and coroutine-friendly
+waits that never block an event loop (OpenResty included).
+]],
+   homepage = "https://github.com/waithandles/waithandles",
+   license = "MIT",
+}
+supported_platforms = { "linux" }
+dependencies = {
+   "lua >= 5.1",
+}
+build = {
+   type = "builtin",
+   modules = {
+      ["waithandles"] = "lua/waithandles/init.lua",
+      ["waithandles.core"] = {
+         sources = {
+            "csrc/err.c", "csrc/names.c", "csrc/wait.c", "csrc/guard.c", "csrc/state.c",
+            "csrc/dir.c", "csrc/registry.c", "csrc/object.c", "csrc/ops.c", "csrc/lcore.c",
+         },
+         defines = { "_GNU_SOURCE" },
+         incdirs = { "csrc" },
+         libraries = { "pthread", "dl" },
+      },
+   },
+}
