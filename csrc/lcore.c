@@ -120,9 +120,10 @@ static int64_t seconds_to_ns(double t)
     return t == HUGE_VAL ? -1 : (int64_t)(t * 1e9);
 }
 
+/* A deadline t seconds from now; t <= 0 (time already up) is now, never "forever". */
 static int64_t deadline_of(double t)
 {
-    return wh_deadline_after(seconds_to_ns(t));
+    return t > 0 ? wh_deadline_after(seconds_to_ns(t)) : wh_now();
 }
 
 /* core.check_timeout(value, argn, fname, forever, level) -> seconds (math.huge = forever) */

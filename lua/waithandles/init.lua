@@ -55,7 +55,7 @@ if _VERSION == "Lua 5.1" and not rawget(_G, "jit") then
     coroutine.yield
   local function pack(...) return { n = select("#", ...), ... } end
   pcall_yieldable = function(f, ...)
-    local co = create(f)
+    local co = create(function(...) return f(...) end) -- 5.1 cannot create from a C function
     local r = pack(resume(co, ...))
     while r[1] and status(co) ~= "dead" do
       r = pack(resume(co, yield(unpack(r, 2, r.n))))
@@ -506,7 +506,10 @@ function Provider.remove(self, name, opts, ...)
 end
 
 local function define_all(name, is_try, async)
-  local single = (is_try and "try_acquire" or "acquire") .. (async and "_async" or "")
+  -- Each lock gets what is left of the one deadline, via try_*: a failure returns nil, so what
+  -- is held can be released before we raise.
+  local single = async and "try_acquire_async" or "try_acquire"
+  local protect = async and pcall_yieldable or pcall
   Provider[name] = function(self, names, timeout, opts, ...)
     check_provider(self, name)
     check_count(select("#", ...) + 3, 3, name)
@@ -533,8 +536,7 @@ local function define_all(name, is_try, async)
     local deadline, handles = now() + t, {}
     for i, lock in ipairs(locks) do
       local left = t == huge and huge or math.max(0, deadline - now())
-      local ok, h = pcall(lock[single == "acquire" and "try_acquire" or
-        (single == "acquire_async" and "try_acquire_async" or single)], lock, left, opts)
+      local ok, h = protect(lock[single], lock, left, opts)
       if not ok or h == nil then
         for j = i - 1, 1, -1 do handles[j]:release() end
         if not ok then error(h, 0) end
