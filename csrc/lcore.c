@@ -645,26 +645,35 @@ static int l_wait(lua_State *L)
     return 1;
 }
 
-static struct lhandle *check_upgradeable(lua_State *L, int idx)
+/* The handle at idx, which must be a held upgradeable read; w (may be NULL) is withdrawn first
+ * if it is not, so a failed step never leaves the wait's claim behind. */
+static struct lhandle *check_upgradeable(lua_State *L, int idx, struct lwaiter *w)
 {
     struct lhandle *h = check_handle(L, idx);
     struct wh_err e;
-    if (h->mode != WH_MODE_UPGRADEABLE) {
+    const char *name;
+    if (h->mode == WH_MODE_UPGRADEABLE && handle_held(h))
+        return h;
+    lua_getmetatable(L, idx);
+    lua_getfield(L, -1, "_fields");
+    lua_getfield(L, -1, "name");
+    name = lua_tostring(L, -1);
+    if (w != NULL && w->o != NULL)
+        wh_withdraw(w->o, &w->w);
+    if (h->mode != WH_MODE_UPGRADEABLE)
         wh_fail(&e, WH_EINVALID_STATE, 0, "only an upgradeable read handle can be upgraded");
-        raise_error(L, &e, NULL);
-    }
-    if (!handle_held(h)) {
-        wh_fail(&e, WH_ERELEASED, 0, "the handle was released; it cannot be upgraded");
-        raise_error(L, &e, NULL);
-    }
-    return h;
+    else
+        wh_fail(&e, WH_ERELEASED, 0,
+                "the handle of rwlock '%s' was released; it cannot be upgraded", name);
+    raise_error(L, &e, name);
+    return NULL;
 }
 
 /* core.upgrade(h, waiter|nil, lease|nil, ac, seconds|nil) -> boolean; seconds: block that long */
 static int l_upgrade(lua_State *L)
 {
-    struct lhandle *h = check_upgradeable(L, 1);
     struct lwaiter *w = lua_isnoneornil(L, 2) ? NULL : check_waiter(L, 2);
+    struct lhandle *h = check_upgradeable(L, 1, w);
     int64_t ac = (int64_t)(luaL_checknumber(L, 4) * 1e9);
     struct wh_err e;
     uint64_t held;

@@ -150,6 +150,7 @@ local function blocking_wait(d, t, cancel, since)
       return nil
     end
     check_cancel(cancel, d.obj, withdraw)
+    if d.check then d.check(withdraw) end -- the cancel function may have released the handle
   end
 end
 
