@@ -228,7 +228,9 @@ int wh_st_try(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, in
         ST(&h->owner, c->me);
         return 1;
     case WH_KIND_SEMAPHORE: {
-        uint32_t total = LD(&h->total), avail;
+        uint32_t total, avail;
+        own_entry(v, c); /* first drop what an earlier generation of our slot left */
+        total = LD(&h->total);
         if (mode != WH_MODE_LOCK || total >= v->max_count)
             return 0;
         avail = v->max_count - total;
@@ -244,12 +246,14 @@ int wh_st_try(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, in
             if (owner == c->me)
                 return 1;
             clear_stale_words(v, c, &owner, &upg);
+            own_entry(v, c);
             if (owner != 0 || LD(&h->total) != 0)
                 return 0;
             ST(&h->owner, c->me);
             return 1;
         }
         clear_stale_words(v, c, &owner, &upg);
+        own_entry(v, c);
         if (owner != 0 || (mode == WH_MODE_WRITE && (upg != 0 || LD(&h->total) != 0)) ||
             (mode == WH_MODE_UPGRADEABLE && upg != 0) ||
             waiters_first(v, c, mode, my_entry, since, 1) > 0)
