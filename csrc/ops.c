@@ -95,6 +95,14 @@ int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter 
         if (wh_st_reclaim(v, &c) && !wake)
             wake = 1;
         r = wh_st_try(v, &c, mode, mine, w ? w->since : c.now);
+    } else if (r == 0 && atomic_load(&v->h->nwaiting) != 0 && wh_st_admits(v, &c, mode)) {
+        /* Free but for waiters that come first: they must be alive now, not at the next
+         * reclamation, or a dead waiter would turn away attempts on a free object. */
+        if (wh_st_reclaim_waiters(v, &c)) {
+            if (!wake)
+                wake = 1;
+            r = wh_st_try(v, &c, mode, mine, w ? w->since : c.now);
+        }
     }
     if (r == 1) {
         *held = me;

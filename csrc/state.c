@@ -195,80 +195,88 @@ static int take_count(const struct wh_view *v, const struct wh_ctx *c)
     return 1;
 }
 
-/* Single-word holds (lock owner, writer, upgradeable reader) left by an earlier generation of
- * our own slot are dead: clear them before deciding. */
-static void clear_stale_words(const struct wh_view *v, const struct wh_ctx *c, uint64_t *owner,
-                              uint64_t *upg)
+/* Leftovers of an earlier generation of our own slot are dead (no probe needed): clear them
+ * before deciding, so they never stand in the new owner's way. */
+static void tidy_own_slot(const struct wh_view *v, const struct wh_ctx *c)
 {
-    if (own_slot_stale(c, *upg)) {
-        if (*owner == *upg) {
-            ST(&v->h->owner, 0);
-            *owner = 0;
+    struct wh_obj_header *h = v->h;
+    uint64_t owner = LD(&h->owner), upg = LD(&h->upgradeable);
+    if (own_slot_stale(c, upg)) {
+        if (owner == upg) {
+            ST(&h->owner, 0);
+            owner = 0;
         }
-        ST(&v->h->upgradeable, 0);
-        *upg = 0;
+        ST(&h->upgradeable, 0);
     }
-    if (own_slot_stale(c, *owner)) {
-        ST(&v->h->owner, 0);
-        *owner = 0;
+    if (own_slot_stale(c, owner))
+        ST(&h->owner, 0);
+    if (has_slots(v))
+        own_entry(v, c);
+}
+
+/* How many holds in `mode` the state admits now, ignoring waiters: 0 or 1, or the free
+ * tickets of a semaphore. The one definition of who may take what. */
+static uint32_t room(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode)
+{
+    const struct wh_obj_header *h = v->h;
+    uint64_t owner = LD(&h->owner), upg = LD(&h->upgradeable);
+    uint32_t total = LD(&h->total);
+    switch (v->kind) {
+    case WH_KIND_LOCK:
+        return mode == WH_MODE_LOCK && owner == 0;
+    case WH_KIND_SEMAPHORE:
+        return mode == WH_MODE_LOCK && total < v->max_count ? v->max_count - total : 0;
+    case WH_KIND_RWLOCK:
+        switch (mode) {
+        case WH_MODE_READ:
+            return owner == 0;
+        case WH_MODE_WRITE:
+            return owner == 0 && upg == 0 && total == 0;
+        case WH_MODE_UPGRADEABLE:
+            return owner == 0 && upg == 0;
+        case WH_MODE_UPGRADE:
+            return owner == 0 && upg == c->me && total == 0;
+        }
     }
+    return 0;
+}
+
+int wh_st_admits(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode)
+{
+    return room(v, c, mode) > 0;
 }
 
 int wh_st_try(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, int my_entry,
               int64_t since)
 {
     struct wh_obj_header *h = v->h;
-    uint64_t owner = LD(&h->owner), upg = LD(&h->upgradeable);
-
-    switch (v->kind) {
-    case WH_KIND_LOCK:
-        clear_stale_words(v, c, &owner, &upg);
-        if (mode != WH_MODE_LOCK || owner != 0 || waiters_first(v, c, mode, my_entry, since, 1) > 0)
-            return 0;
+    uint32_t n;
+    if (v->kind == WH_KIND_RWLOCK && mode == WH_MODE_UPGRADE) {
+        /* Only the upgradeable holder upgrades; it waits for readers, not for waiting writers. */
+        if (LD(&h->upgradeable) != c->me)
+            return -1;
+        if (LD(&h->owner) == c->me)
+            return 1;
+    }
+    tidy_own_slot(v, c);
+    n = room(v, c, mode);
+    if (n == 0 || waiters_first(v, c, mode, my_entry, since, n) >= n)
+        return 0;
+    switch (mode) {
+    case WH_MODE_LOCK:
+        if (has_slots(v))
+            return take_count(v, c);
         ST(&h->owner, c->me);
         return 1;
-    case WH_KIND_SEMAPHORE: {
-        uint32_t total, avail;
-        own_entry(v, c); /* first drop what an earlier generation of our slot left */
-        total = LD(&h->total);
-        if (mode != WH_MODE_LOCK || total >= v->max_count)
-            return 0;
-        avail = v->max_count - total;
-        if (waiters_first(v, c, mode, my_entry, since, avail) >= avail)
-            return 0;
+    case WH_MODE_READ:
         return take_count(v, c);
-    }
-    case WH_KIND_RWLOCK:
-        if (mode == WH_MODE_UPGRADE) {
-            /* Only the upgradeable holder upgrades; it waits for readers, not for waiting writers. */
-            if (upg != c->me)
-                return -1;
-            if (owner == c->me)
-                return 1;
-            clear_stale_words(v, c, &owner, &upg);
-            own_entry(v, c);
-            if (owner != 0 || LD(&h->total) != 0)
-                return 0;
-            ST(&h->owner, c->me);
-            return 1;
-        }
-        clear_stale_words(v, c, &owner, &upg);
-        own_entry(v, c);
-        if (owner != 0 || (mode == WH_MODE_WRITE && (upg != 0 || LD(&h->total) != 0)) ||
-            (mode == WH_MODE_UPGRADEABLE && upg != 0) ||
-            waiters_first(v, c, mode, my_entry, since, 1) > 0)
-            return 0;
-        switch (mode) {
-        case WH_MODE_READ:
-            return take_count(v, c);
-        case WH_MODE_WRITE:
-            ST(&h->owner, c->me);
-            return 1;
-        case WH_MODE_UPGRADEABLE:
-            ST(&h->upgradeable, c->me);
-            return 1;
-        }
-        return 0;
+    case WH_MODE_WRITE:
+    case WH_MODE_UPGRADE:
+        ST(&h->owner, c->me);
+        return 1;
+    case WH_MODE_UPGRADEABLE:
+        ST(&h->upgradeable, c->me);
+        return 1;
     }
     return 0;
 }
@@ -341,6 +349,24 @@ static int alive_cached(const struct wh_ctx *c, struct alive_cache *ac, uint64_t
     return r;
 }
 
+/* Frees the wait entries of dead processes and expired ones; recounts. Returns 1 if any. */
+static int reclaim_waits(const struct wh_view *v, const struct wh_ctx *c, struct alive_cache *ac)
+{
+    int changed = 0;
+    for (uint32_t i = 0; i < v->nwait; i++) {
+        struct wh_wait_entry *e = &v->waits[i];
+        uint64_t id = LD(&e->ident);
+        if (id == 0)
+            continue;
+        if (LD(&e->lease) < c->now || !alive_cached(c, ac, id)) {
+            ST(&e->ident, 0);
+            changed = 1;
+        }
+    }
+    recount_waits(v);
+    return changed;
+}
+
 /*
  * Removes every hold and wait entry of a dead process and every expired wait
  * entry, then recomputes the derived fields from the entries. Also the repair
@@ -389,19 +415,15 @@ int wh_st_reclaim(const struct wh_view *v, const struct wh_ctx *c)
             ST(&h->total, (uint32_t)sum);
         }
     }
-    for (uint32_t i = 0; i < v->nwait; i++) {
-        struct wh_wait_entry *e = &v->waits[i];
-        uint64_t id = LD(&e->ident);
-        if (id == 0)
-            continue;
-        if (LD(&e->lease) < c->now || !alive_cached(c, &ac, id)) {
-            ST(&e->ident, 0);
-            changed = 1;
-        }
-    }
-    recount_waits(v);
+    changed |= reclaim_waits(v, c, &ac);
     atomic_store(&h->last_reclaim, c->now);
     return changed;
+}
+
+int wh_st_reclaim_waiters(const struct wh_view *v, const struct wh_ctx *c)
+{
+    struct alive_cache ac = {.n = 0};
+    return reclaim_waits(v, c, &ac);
 }
 
 /* ---- observation ---- */

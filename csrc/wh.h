@@ -113,7 +113,9 @@ int wh_st_register(const struct wh_view *v, const struct wh_ctx *c, uint32_t mod
 int wh_st_refresh(const struct wh_view *v, const struct wh_ctx *c, int idx, uint32_t tag,
                   int64_t lease);
 int wh_st_withdraw(const struct wh_view *v, int idx, uint32_t tag, uint64_t ident);
+int wh_st_admits(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode);
 int wh_st_reclaim(const struct wh_view *v, const struct wh_ctx *c);
+int wh_st_reclaim_waiters(const struct wh_view *v, const struct wh_ctx *c);
 void wh_st_info(const struct wh_view *v, const struct wh_ctx *c, struct wh_info *out);
 int wh_st_check(const struct wh_view *v, char *why, size_t whylen); /* invariants, for tests */
 
