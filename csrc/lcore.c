@@ -430,6 +430,13 @@ static int l_own_is_held(lua_State *L)
     return 1;
 }
 
+/* core.is_handle(v) -> boolean */
+static int l_is_handle(lua_State *L)
+{
+    lua_pushboolean(L, lua_touserdata(L, 1) != NULL && has_marker(L, 1, &handle_marker));
+    return 1;
+}
+
 static int l_is_upgraded(lua_State *L)
 {
     lua_pushboolean(L, (check_handle(L, 1)->flags & H_UPGRADED) != 0);
@@ -890,6 +897,7 @@ __attribute__((visibility("default"))) int luaopen_waithandles_core(lua_State *L
                                      {"release", l_release},
                                      {"is_held", l_is_held},
                                      {"is_upgraded", l_is_upgraded},
+                                     {"is_handle", l_is_handle},
                                      {"now", l_now},
                                      {"yieldable", l_yieldable},
                                      {"sleep", l_sleep},

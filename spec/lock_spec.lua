@@ -73,6 +73,33 @@ describe("lock", function()
     end
   end
 
+  -- A cancel function that cancels after `seconds`: bounds a wait that a
+  -- broken implementation might not end.
+  local function watchdog(seconds)
+    local at = H.now() + seconds
+    return function() return H.now() >= at end
+  end
+
+  -- A child process that holds `name` until this process waits for it, then
+  -- `extra` seconds more: ends a long blocking wait without help from the
+  -- waiter (no cancel function that a broken implementation might ignore).
+  local function holder_until_waited(name, extra)
+    local c = H.spawn([[
+      local l = wh.lock(ARGS.name, { dir = ARGS.dir })
+      local h = assert(l:try_acquire())
+      say("held")
+      local deadline = T.now() + 20
+      while l:info().waiting < 1 do
+        if T.now() > deadline then say("nobody waited") os.exit(1) end
+        T.sleep(0.002)
+      end
+      T.sleep(ARGS.extra)
+      assert(h:release())
+    ]], { name = name, dir = dir, extra = extra })
+    c:expect("held")
+    return c
+  end
+
   describe("try_acquire", function()
     it("returns a held handle for a free lock", function()
       local l = lock("jobs")
@@ -91,7 +118,9 @@ describe("lock", function()
       assert.is_true(dt < 2, "took " .. dt .. " s")
       assert.is_nil(l:try_acquire(nil))
       assert.is_nil(l:try_acquire(0))
-      assert.is_nil(l:try_acquire(nil, {}))
+      -- (a cancel function as a watchdog: a wrong default would wait, not hang)
+      assert.is_nil(l:try_acquire(nil, { cancel = watchdog(5) }))
+      assert.is_nil(l:try_acquire_async(nil, { cancel = watchdog(5) }))
       assert.is_true(h:is_held())
     end)
 
@@ -110,7 +139,7 @@ describe("lock", function()
     it("succeeds during its timeout when the lock is released", function()
       local l = lock("jobs", { abandonment_check = 0.05 })
       local h = assert(l:try_acquire())
-      local h2 = l:try_acquire(30, { cancel = after(0.2, function() h:release() end) })
+      local h2 = l:try_acquire(10, { cancel = after(0.2, function() h:release() end) })
       assert.is_truthy(h2)
       assert.is_true(h2:is_held())
       assert.is_false(h:is_held())
@@ -148,25 +177,19 @@ describe("lock", function()
       assert_code("timeout", "jobs", l.acquire, l, 0)
     end)
 
-    it("waits without a time limit by default", function()
-      local l = lock("jobs", { abandonment_check = 0.05 })
-      local h = assert(l:try_acquire())
-      local t0 = H.now()
-      local h2 = l:acquire(nil, { cancel = after(0.3, function() h:release() end) })
-      assert.is_true(h2:is_held())
-      assert.is_true(H.now() - t0 >= 0.29)
-    end)
-
-    it("waits without a time limit for math.huge", function()
-      local l = lock("jobs", { abandonment_check = 0.05 })
-      local h = assert(l:try_acquire())
-      local h2 = l:acquire(math.huge, { cancel = after(0.3, function() h:release() end) })
-      assert.is_true(h2:is_held())
-      h2:release()
-      h = assert(l:try_acquire())
-      h2 = l:try_acquire(math.huge, { cancel = after(0.3, function() h:release() end) })
-      assert.is_truthy(h2)
-      assert.is_true(h2:is_held())
+    it("waits without a time limit by default and for math.huge", function()
+      local l = lock("jobs")
+      for _, case in ipairs({ { "acquire" }, { "acquire", math.huge }, { "try_acquire", math.huge } }) do
+        local c = holder_until_waited("jobs", 0.3)
+        local t0 = H.now()
+        local h = l[case[1]](l, case[2])
+        local dt = H.now() - t0
+        c:ok()
+        assert.is_truthy(h, case[1])
+        assert.is_true(h:is_held())
+        assert.is_true(dt >= 0.3, case[1] .. " returned after " .. dt .. " s")
+        h:release()
+      end
     end)
   end)
 
@@ -176,9 +199,9 @@ describe("lock", function()
       local h = assert(l:try_acquire())
       assert.is_nil(l:try_acquire())
       assert.is_nil(l:try_acquire(0.05))
-      assert.is_nil(l:try_acquire(nil, {}))
+      assert.is_nil(l:try_acquire(nil, { cancel = watchdog(5) }))
       assert_code("timeout", "jobs", l.acquire, l, 0.05)
-      assert.is_nil(l:try_acquire_async())
+      assert.is_nil(l:try_acquire_async(nil, { cancel = watchdog(5) }))
       assert.is_true(h:is_held())
       assert.are.equal(1, l:info().held)
     end)
@@ -578,10 +601,15 @@ describe("lock", function()
     end)
 
     it("2147483.647 is accepted for a wait, not only for a free lock", function()
-      local l = lock("jobs", { abandonment_check = 0.05 })
-      local h = assert(l:try_acquire())
-      local h2 = l:acquire(2147483.647, { cancel = after(0.1, function() h:release() end) })
-      assert.is_true(h2:is_held())
+      local l = lock("jobs")
+      for _, m in ipairs({ "acquire", "try_acquire" }) do
+        local c = holder_until_waited("jobs", 0.05)
+        local h = l[m](l, 2147483.647)
+        c:ok()
+        assert.is_truthy(h, m)
+        assert.is_true(h:is_held())
+        h:release()
+      end
     end)
 
     it("reject negative, NaN, too large, strings, tables and booleans", function()
@@ -740,7 +768,8 @@ describe("lock", function()
       local p = wh.provider({ dir = dir, mode = 384 })
       local l = p:lock("via-provider")
       assert.are.equal(dir .. "/via-provider", l.path)
-      assert.is_truthy(l:try_acquire())
+      local h = l:try_acquire()
+      assert.is_truthy(h)
       assert.are.equal(384, H.whtest.stat(l.path).mode % 512)
       -- the same object as the module-level constructor with the same dir
       assert.is_nil(wh.lock("via-provider", { dir = dir }):try_acquire())

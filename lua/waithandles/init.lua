@@ -594,7 +594,7 @@ function M.using(handle, fn, ...)
   if handle == nil then
     argerror(1, "using", "handle expected, got nil (did try_acquire time out?)")
   end
-  if type(handle) ~= "userdata" and getmetatable(handle) ~= CompositeMT then
+  if not core.is_handle(handle) and getmetatable(handle) ~= CompositeMT then
     argerror(1, "using", "handle expected, got " .. type(handle))
   end
   if type(fn) ~= "function" then argerror(2, "using", "function expected, got " .. type(fn)) end
