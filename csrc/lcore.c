@@ -327,10 +327,11 @@ static struct lobj *check_obj(lua_State *L, int idx)
 #define H_UPGRADED 2u
 
 struct lhandle {
-    struct wh_obj *o; /* referenced while held */
-    uint64_t ident;   /* process identity the hold was taken under */
+    struct wh_obj *o;   /* referenced while held */
+    uint64_t ident;     /* process identity the hold was taken under */
     uint32_t mode;
     uint32_t flags;
+    const void *cookie; /* address of its metatable: lets the per-object methods check it fast */
 };
 
 static struct lhandle *check_handle(lua_State *L, int idx)
@@ -353,6 +354,7 @@ static struct lhandle *push_handle(lua_State *L, int objidx, uint32_t mode)
         lua_rawgeti(L, -1, (int)mode);
     if (!lua_istable(L, -1))
         luaL_error(L, "waithandles: object has no handle metatable for mode %d", (int)mode);
+    h->cookie = lua_topointer(L, -1);
     lua_setmetatable(L, -3);
     lua_pop(L, 1);
     return h;
@@ -391,16 +393,15 @@ static int l_release(lua_State *L)
     return 1;
 }
 
-/* The per-object release and is_held: upvalue 1 is the handle metatable of that object, so the
- * type check is one identity comparison. */
+/* The per-object release and is_held: upvalue 1 is the handle metatable of that object. A
+ * userdata of our size carrying that metatable's address is one of its handles: Lua code cannot
+ * write into userdata, so it cannot forge one. Anything else gets the full check. */
 static struct lhandle *check_own_handle(lua_State *L)
 {
     struct lhandle *h = lua_touserdata(L, 1);
-    int ok = h != NULL && lua_getmetatable(L, 1) && lua_rawequal(L, -1, lua_upvalueindex(1));
-    if (!ok)
-        return check_handle(L, 1); /* a handle of another object, or an error */
-    lua_pop(L, 1);
-    return h;
+    if (h != NULL && wh_rawlen(L, 1) == sizeof *h && h->cookie == lua_topointer(L, lua_upvalueindex(1)))
+        return h;
+    return check_handle(L, 1); /* a handle of another object, or an error */
 }
 
 static int l_own_release(lua_State *L)
@@ -732,6 +733,7 @@ static int l_fast(lua_State *L)
         memset(h, 0, sizeof *h);
         h->mode = mode;
         lua_pushvalue(L, lua_upvalueindex(2));
+        h->cookie = lua_topointer(L, -1);
         lua_setmetatable(L, -2);
         r = wh_attempt(u->o, mode, u->ac_ns, NULL, 0, 0, &held, &e);
         if (r < 0)
