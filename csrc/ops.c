@@ -128,7 +128,7 @@ int wh_wait(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
             int64_t deadline, uint64_t *held, struct wh_err *e)
 {
     for (;;) {
-        int64_t now = wh_now(), slice;
+        int64_t now, slice;
         int r = wh_attempt(o, mode, ac_ns, w, ac_ns + LEASE_MARGIN_NS, deadline, held, e);
         if (r != 0)
             return r;
