@@ -5,87 +5,19 @@
 local wh = require "waithandles"
 local H = require "helpers"
 
-local function pack(...) return { n = select("#", ...), ... } end
-
-local function catch(f, ...)
-  local ok, err = pcall(f, ...)
-  assert(not ok, "expected an error, got success")
-  return err
-end
-
-local function assert_code(code, name, f, ...)
-  local err = catch(f, ...)
-  assert.are.equal("table", type(err), "expected an error object, got: " .. tostring(err))
-  assert.are.equal(code, err.code, tostring(err))
-  if name then assert.are.equal(name, err.name) end
-  return err
-end
-
--- A scheduler for the specs: runs each function as a coroutine until all
--- have ended. A coroutine yields a delay in seconds and is resumed (with no
--- values) once that much time has passed on the clock: the real monotonic
--- clock, or with `fake = true` a simulated one that jumps to the next
--- wake-up. Returns the results of each task ({ ok, ... } as from
--- coroutine.resume) and the log of yields: { task=, value=, tag= } where tag
--- is tags[task] at the moment it yielded.
-local function run(tasks, o)
-  o = o or {}
-  local fake_now = 0
-  local function now() return o.fake and fake_now or H.now() end
-  local limit = H.now() + (o.limit or 20)
-  local live, order, results, log = {}, 0, {}, {}
-  for i, f in ipairs(tasks) do
-    order = order + 1
-    live[i] = { id = i, co = coroutine.create(f), wake = now(), order = order }
-  end
-  while true do
-    local e
-    for _, x in pairs(live) do
-      if e == nil or x.wake < e.wake or (x.wake == e.wake and x.order < e.order) then e = x end
-    end
-    if e == nil then break end
-    assert(H.now() < limit, "scheduler: tasks still running after " .. (o.limit or 20) .. " s")
-    if o.fake then
-      fake_now = math.max(fake_now, e.wake)
-    else
-      local d = e.wake - H.now()
-      if d > 0 then H.sleep(d) end
-    end
-    local r = pack(coroutine.resume(e.co))
-    if coroutine.status(e.co) == "dead" then
-      live[e.id] = nil
-      results[e.id] = r
-    else
-      local v = r[2]
-      log[#log + 1] = { task = e.id, value = v, tag = o.tags and o.tags[e.id] }
-      order = order + 1
-      e.order = order
-      e.wake = now() + (type(v) == "number" and v > 0 and v or 0)
-    end
-  end
-  return results, log
-end
-
 -- Resumes one coroutine until it ends, sleeping (for real) whatever it
 -- yields. Returns the number of yields and what it returned.
 local function drive(co, ...)
-  local yields, r = 0, pack(coroutine.resume(co, ...))
+  local yields, r = 0, H.pack(coroutine.resume(co, ...))
   while coroutine.status(co) ~= "dead" do
     yields = yields + 1
     assert(yields < 100000, "never ends")
     local d = r[2]
     assert(type(d) == "number" and d > 0, "yielded " .. tostring(d))
     H.sleep(d)
-    r = pack(coroutine.resume(co))
+    r = H.pack(coroutine.resume(co))
   end
   return yields, r
-end
-
--- A cancel function that cancels after `seconds`: bounds a wait that a
--- broken implementation might not end.
-local function watchdog(seconds)
-  local at = H.now() + seconds
-  return function() return H.now() >= at end
 end
 
 local function assert_ended_ok(r)
@@ -97,56 +29,7 @@ describe("async", function()
   before_each(function() dir = H.tmpdir() end)
   after_each(H.cleanup)
 
-  local function lock(name, opts)
-    opts = opts or {}
-    opts.dir = opts.dir or dir
-    return wh.lock(name, opts)
-  end
-
-  -- A child process that holds `name` until this process is waiting for it
-  -- (a live wait entry in info().waiting), then releases it.
-  local children = {}
-  after_each(function()
-    for _, c in ipairs(children) do
-      if c.status == nil then
-        c:kill()
-        c:wait()
-      end
-    end
-    children = {}
-  end)
-
-  local function holder_until_waited(name)
-    local c = H.spawn([[
-      local l = wh.lock(ARGS.name, { dir = ARGS.dir })
-      local h = assert(l:try_acquire())
-      say("held")
-      local deadline = T.now() + 20
-      while l:info().waiting < 1 do
-        if T.now() > deadline then say("nobody waited") os.exit(1) end
-        T.sleep(0.002)
-      end
-      T.sleep(0.05)
-      assert(h:release())
-      say("released")
-    ]], { name = name, dir = dir })
-    children[#children + 1] = c
-    c:expect("held")
-    return c
-  end
-
-  -- A child process that holds `name` until it is killed.
-  local function holder(name)
-    local c = H.spawn([[
-      local l = wh.lock(ARGS.name, { dir = ARGS.dir })
-      local h = assert(l:try_acquire())
-      say("held")
-      T.sleep(60)
-    ]], { name = name, dir = dir })
-    children[#children + 1] = c
-    c:expect("held")
-    return c
-  end
+  local function lock(name, opts) return H.lock_in(dir, name, opts) end
 
   describe("inside coroutines with no sleep given", function()
     it("yield the suggested delay to the resumer; contenders get the lock in turn", function()
@@ -174,7 +57,7 @@ describe("async", function()
           return "done"
         end
       end
-      local results, log = run(tasks, { tags = waiting })
+      local results, log = H.run(tasks, { tags = waiting })
       for i = 1, N do
         assert_ended_ok(results[i])
         assert.are.equal("done", results[i][2])
@@ -212,7 +95,7 @@ describe("async", function()
     it("a waiter gets the lock from a holder that keeps re-acquiring it", function()
       local l = lock("newcomer")
       local cycles, got_at = 0, nil
-      local results = run({
+      local results = H.run({
         function()
           for _ = 1, 20 do
             if got_at then break end
@@ -239,7 +122,7 @@ describe("async", function()
       local l = lock("fake")
       local h = assert(l:try_acquire())
       local tags = { true }
-      local results, log = run({
+      local results, log = H.run({
         function() return l:acquire_async(10) end,
         function()
           coroutine.yield(1.0) -- simulated time: one second
@@ -347,7 +230,7 @@ describe("async", function()
       assert.is_true(ok, tostring(what))
       assert.are.equal("from sleep", what)
       h:release()
-      local r = pack(coroutine.resume(co))
+      local r = H.pack(coroutine.resume(co))
       assert.is_true(r[1], tostring(r[2]))
       assert.are.equal("dead", coroutine.status(co))
       assert.is_true(r[2]:is_held())
@@ -440,9 +323,9 @@ describe("async", function()
       local h = l:acquire_async(10, { sleep = sleep })
       assert.is_true(h:is_held())
       -- (a cancel function as a watchdog: a wrong default would wait, not hang)
-      assert.is_nil(l:try_acquire_async(nil, { sleep = sleep, cancel = watchdog(5) }))
-      assert.is_nil(l:try_acquire_async(0, { sleep = sleep, cancel = watchdog(5) }))
-      assert_code("timeout", "nosleep", l.acquire_async, l, 0, { sleep = sleep })
+      assert.is_nil(l:try_acquire_async(nil, { sleep = sleep, cancel = H.watchdog(5) }))
+      assert.is_nil(l:try_acquire_async(0, { sleep = sleep, cancel = H.watchdog(5) }))
+      H.assert_code("timeout", "nosleep", l.acquire_async, l, 0, { sleep = sleep })
       assert.are.equal(0, calls)
     end)
 
@@ -495,13 +378,13 @@ describe("async", function()
   describe("where nothing can yield", function()
     it("outside any coroutine, waits in the ordinary way for another process", function()
       local l = lock("main")
-      local c = holder_until_waited("main")
+      local c = H.lock_holder_until_waited(dir, "main", 0.05)
       local h = l:acquire_async(15)
       assert.is_true(h:is_held())
       c:expect("released")
       c:ok()
       h:release()
-      c = holder_until_waited("main")
+      c = H.lock_holder_until_waited(dir, "main", 0.05)
       h = l:try_acquire_async(15)
       assert.is_truthy(h)
       assert.is_true(h:is_held())
@@ -510,7 +393,7 @@ describe("async", function()
 
     it("inside a string.gsub callback, falls back to the blocking wait", function()
       local l = lock("gsub")
-      local c = holder_until_waited("gsub")
+      local c = H.lock_holder_until_waited(dir, "gsub", 0.05)
       local co = coroutine.create(function()
         local h
         ("x"):gsub("x", function() h = l:acquire_async(15) end)
@@ -525,7 +408,7 @@ describe("async", function()
 
     it("inside pcall: blocks on Lua 5.1, yields elsewhere", function()
       local l = lock("pcall")
-      local c = holder_until_waited("pcall")
+      local c = H.lock_holder_until_waited(dir, "pcall", 0.05)
       local co = coroutine.create(function()
         local ok, h = pcall(l.acquire_async, l, 15)
         assert(ok, tostring(h))
@@ -544,7 +427,7 @@ describe("async", function()
 
     it("inside waithandles.using: blocks on Lua 5.1, yields elsewhere", function()
       local l, other = lock("using"), lock("using-other")
-      local c = holder_until_waited("using")
+      local c = H.lock_holder_until_waited(dir, "using", 0.05)
       local co = coroutine.create(function()
         return wh.using(assert(other:try_acquire()), function() return l:acquire_async(15) end)
       end)
@@ -591,7 +474,7 @@ describe("async", function()
       assert.is_true(dt >= 0.19 and dt < 10, "took " .. dt .. " s")
       assert.are.equal(0, l:info().waiting)
       dt = H.time(function()
-        local err = assert_code("timeout", "to", l.acquire_async, l, 0.2, { sleep = H.sleep })
+        local err = H.assert_code("timeout", "to", l.acquire_async, l, 0.2, { sleep = H.sleep })
         assert.is_truthy(tostring(err):find("to", 1, true))
       end)
       assert.is_true(dt >= 0.19 and dt < 10, "took " .. dt .. " s")
@@ -602,7 +485,7 @@ describe("async", function()
     it("the same inside coroutines that yield", function()
       local l = lock("to-co")
       local _h = assert(l:try_acquire())
-      local results, log = run({
+      local results, log = H.run({
         function() return l:try_acquire_async(0.2) end,
         function() return l:acquire_async(0.2) end,
       })
@@ -623,7 +506,7 @@ describe("async", function()
       local l = lock("to-default")
       local _h = assert(l:try_acquire())
       local co = coroutine.create(function() return l:try_acquire_async() end)
-      local r = pack(coroutine.resume(co))
+      local r = H.pack(coroutine.resume(co))
       assert.is_true(r[1], tostring(r[2]))
       assert.are.equal("dead", coroutine.status(co))
       assert.is_nil(r[2])
@@ -632,7 +515,7 @@ describe("async", function()
 
     it("an async waiter polls at most a few hundred times in its first second", function()
       local l = lock("polls")
-      holder("polls")
+      H.lock_holder(dir, "polls", 60)
       local calls, gaps = {}, {}
       local t0 = H.now()
       local last_end

@@ -4,14 +4,6 @@
 local wh = require "waithandles"
 local H = require "helpers"
 
-local function pack(...) return { n = select("#", ...), ... } end
-
-local function catch(f, ...)
-  local ok, err = pcall(f, ...)
-  assert(not ok, "expected an error, got success")
-  return err
-end
-
 -- The "cancelled" error object, naming the object.
 local function assert_cancelled(name, err, what)
   what = what and (what .. ": ") or ""
@@ -25,74 +17,12 @@ local function assert_cancelled(name, err, what)
   end
 end
 
--- A scheduler: runs each function as a coroutine; a yielded number is a
--- delay on the real clock before the coroutine is resumed. Returns each
--- task's { ok, ... } from coroutine.resume and the number of yields of each.
-local function run(tasks, limit)
-  limit = H.now() + (limit or 20)
-  local live, order, results, yields = {}, 0, {}, {}
-  for i, f in ipairs(tasks) do
-    order = order + 1
-    live[i] = { id = i, co = coroutine.create(f), wake = H.now(), order = order }
-    yields[i] = 0
-  end
-  while true do
-    local e
-    for _, x in pairs(live) do
-      if e == nil or x.wake < e.wake or (x.wake == e.wake and x.order < e.order) then e = x end
-    end
-    if e == nil then break end
-    assert(H.now() < limit, "scheduler: tasks still running")
-    local d = e.wake - H.now()
-    if d > 0 then H.sleep(d) end
-    local r = pack(coroutine.resume(e.co))
-    if coroutine.status(e.co) == "dead" then
-      live[e.id] = nil
-      results[e.id] = r
-    else
-      yields[e.id] = yields[e.id] + 1
-      order = order + 1
-      e.order = order
-      e.wake = H.now() + (type(r[2]) == "number" and r[2] > 0 and r[2] or 0)
-    end
-  end
-  return results, yields
-end
-
 describe("cancellation", function()
   local dir
   before_each(function() dir = H.tmpdir() end)
   after_each(H.cleanup)
 
-  local function lock(name, opts)
-    opts = opts or {}
-    opts.dir = opts.dir or dir
-    return wh.lock(name, opts)
-  end
-
-  local children = {}
-  after_each(function()
-    for _, c in ipairs(children) do
-      if c.status == nil then
-        c:kill()
-        c:wait()
-      end
-    end
-    children = {}
-  end)
-
-  -- A child process that holds the lock `name` until it is killed.
-  local function holder(name)
-    local c = H.spawn([[
-      local l = wh.lock(ARGS.name, { dir = ARGS.dir })
-      local h = assert(l:try_acquire())
-      say("held")
-      T.sleep(30)
-    ]], { name = name, dir = dir })
-    children[#children + 1] = c
-    c:expect("held")
-    return c
-  end
+  local function lock(name, opts) return H.lock_in(dir, name, opts) end
 
   local LOCK_METHODS = { "try_acquire", "acquire", "try_acquire_async", "acquire_async" }
 
@@ -107,9 +37,9 @@ describe("cancellation", function()
           local err
           local dt = H.time(function()
             if t == "default" then
-              err = catch(l[m], l, nil, { cancel = tok })
+              err = H.catch(l[m], l, nil, { cancel = tok })
             else
-              err = catch(l[m], l, t, { cancel = tok })
+              err = H.catch(l[m], l, t, { cancel = tok })
             end
           end)
           assert_cancelled("free", err, what)
@@ -127,8 +57,8 @@ describe("cancellation", function()
       local tok = wh.cancel_token()
       tok:cancel()
       for _, m in ipairs(LOCK_METHODS) do
-        assert_cancelled("busy", catch(l[m], l, 0, { cancel = tok }), m)
-        assert_cancelled("busy", catch(l[m], l, 5, { cancel = tok }), m)
+        assert_cancelled("busy", H.catch(l[m], l, 0, { cancel = tok }), m)
+        assert_cancelled("busy", H.catch(l[m], l, 5, { cancel = tok }), m)
       end
       assert.are.equal(0, l:info().waiting)
     end)
@@ -154,26 +84,26 @@ describe("cancellation", function()
       local o = { cancel = tok }
       local sem = wh.semaphore("sem", 2, { dir = dir })
       for _, m in ipairs(LOCK_METHODS) do
-        assert_cancelled("sem", catch(sem[m], sem, nil, o), "semaphore " .. m)
+        assert_cancelled("sem", H.catch(sem[m], sem, nil, o), "semaphore " .. m)
       end
       assert.are.equal(0, sem:info().held)
       local rw = wh.rwlock("rw", { dir = dir })
       for _, kind in ipairs({ "_read", "_write", "_upgradeable_read" }) do
         for _, base in ipairs({ "try_acquire%s", "acquire%s", "try_acquire%s_async", "acquire%s_async" }) do
           local m = base:format(kind)
-          assert_cancelled("rw", catch(rw[m], rw, nil, o), "rwlock " .. m)
+          assert_cancelled("rw", H.catch(rw[m], rw, nil, o), "rwlock " .. m)
         end
       end
       assert.are.equal(0, rw:info().held)
       local u = assert(rw:try_acquire_upgradeable_read())
       for _, m in ipairs({ "try_upgrade", "upgrade", "try_upgrade_async", "upgrade_async" }) do
-        assert_cancelled("rw", catch(u[m], u, nil, o), m)
+        assert_cancelled("rw", H.catch(u[m], u, nil, o), m)
         assert.is_true(u:is_held(), m)
         assert.is_falsy(u.upgraded, m)
       end
       local p = wh.provider({ dir = dir })
       for _, m in ipairs({ "try_acquire_all", "acquire_all", "try_acquire_all_async", "acquire_all_async" }) do
-        assert_cancelled(nil, catch(p[m], p, { "c1", "c2" }, nil, o), m)
+        assert_cancelled(nil, H.catch(p[m], p, { "c1", "c2" }, nil, o), m)
         assert.are.equal(0, p:lock("c1"):info().held, m)
         assert.are.equal(0, p:lock("c2"):info().held, m)
       end
@@ -187,7 +117,7 @@ describe("cancellation", function()
       for _, m in ipairs({ "acquire_async", "try_acquire_async" }) do
         local tok = wh.cancel_token()
         local waiting_before
-        local results, yields = run({
+        local results, _, yields = H.run({
           function() return l[m](l, 10, { cancel = tok }) end,
           function()
             coroutine.yield(0.1)
@@ -213,7 +143,7 @@ describe("cancellation", function()
       local l = lock("race")
       local h = assert(l:try_acquire())
       local tok = wh.cancel_token()
-      local results = run({
+      local results = H.run({
         function() return l:acquire_async(10, { cancel = tok }) end,
         function()
           coroutine.yield(0.1)
@@ -235,7 +165,7 @@ describe("cancellation", function()
       local h = assert(l:try_acquire())
       local tok = wh.cancel_token()
       local sleeps = 0
-      local err = catch(l.acquire_async, l, 10, { cancel = tok, sleep = function()
+      local err = H.catch(l.acquire_async, l, 10, { cancel = tok, sleep = function()
         sleeps = sleeps + 1
         if sleeps == 3 then
           tok:cancel()
@@ -262,7 +192,7 @@ describe("cancellation", function()
   describe("a cancel function", function()
     it("returning true stops a blocking wait on a lock another process holds", function()
       local l = lock("other", { abandonment_check = 0.05 })
-      holder("other")
+      H.lock_holder(dir, "other", 30)
       -- (try_acquire's default timeout is 0: one attempt, nothing to cancel)
       for _, case in ipairs({ { "acquire" }, { "acquire", 30 }, { "acquire", math.huge },
         { "try_acquire", 30 }, { "try_acquire", math.huge } }) do
@@ -274,7 +204,7 @@ describe("cancellation", function()
           return calls >= 3
         end
         local err
-        local dt = H.time(function() err = catch(l[m], l, t, { cancel = cancel }) end)
+        local dt = H.time(function() err = H.catch(l[m], l, t, { cancel = cancel }) end)
         assert_cancelled("other", err, what)
         assert.are.equal(3, calls, what)
         assert.is_true(dt < 10, what .. " took " .. dt .. " s")
@@ -285,10 +215,10 @@ describe("cancellation", function()
 
     it("is called at least once per abandonment_check during a blocking wait", function()
       local l = lock("rate", { abandonment_check = 0.05 })
-      holder("rate")
+      H.lock_holder(dir, "rate", 30)
       local calls = 0
       local t0 = H.now()
-      local err = catch(l.acquire, l, 30, { cancel = function()
+      local err = H.catch(l.acquire, l, 30, { cancel = function()
         calls = calls + 1
         return H.now() - t0 >= 0.5
       end })
@@ -303,7 +233,7 @@ describe("cancellation", function()
       local l = lock("fn-async")
       local _h = assert(l:try_acquire())
       local calls, sleeps = 0, 0
-      local err = catch(l.try_acquire_async, l, 10, {
+      local err = H.catch(l.try_acquire_async, l, 10, {
         cancel = function() calls = calls + 1 return calls >= 4 end,
         sleep = function() sleeps = sleeps + 1 end,
       })
@@ -330,7 +260,7 @@ describe("cancellation", function()
 
     it("that raises: the error propagates unchanged from blocking waits", function()
       local l = lock("raise", { abandonment_check = 0.05 })
-      holder("raise")
+      H.lock_holder(dir, "raise", 30)
       for _, m in ipairs({ "acquire", "try_acquire" }) do
         local e = setmetatable({}, { __tostring = function() return "mine" end })
         local calls = 0
@@ -378,7 +308,7 @@ describe("cancellation", function()
 
         -- and from inside a coroutine whose wait yields
         calls = 0
-        local results = run({ function()
+        local results = H.run({ function()
           return l[m](l, 10, { cancel = function()
             calls = calls + 1
             if calls == 3 then error(e) end

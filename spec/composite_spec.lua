@@ -3,26 +3,6 @@
 -- canonical (byte) order, composite handles.
 local wh = require "waithandles"
 local H = require "helpers"
-local T = H.whtest
-
-local function error_of(f)
-  local ok, err = pcall(f)
-  assert.is_false(ok, "expected an error")
-  return err
-end
-
-local function assert_argerror(want, f)
-  local err = error_of(f)
-  assert.are.equal("string", type(err), "an argument error is a string, got " .. tostring(err))
-  assert.is_truthy(err:find(want, 1, true), ("expected %q in %q"):format(want, err))
-end
-
-local function assert_code(code, f)
-  local err = error_of(f)
-  assert.are.equal("table", type(err), "expected an error object, got " .. tostring(err))
-  assert.are.equal(code, err.code, tostring(err))
-  return err
-end
 
 local function bytes_less(a, b)
   for i = 1, math.min(#a, #b) do
@@ -30,20 +10,6 @@ local function bytes_less(a, b)
     if x ~= y then return x < y end
   end
   return #a < #b
-end
-
--- Runs a coroutine body to its end, calling on_yield(value, n) after each yield.
-local function drive(body, on_yield)
-  local co = coroutine.create(body)
-  local n = 0
-  while true do
-    local r = { coroutine.resume(co) }
-    if not r[1] then error(r[2], 0) end
-    if coroutine.status(co) == "dead" then return r[2], n end
-    n = n + 1
-    if on_yield then on_yield(r[2], n) end
-    H.sleep(type(r[2]) == "number" and r[2] or 0.001)
-  end
 end
 
 -- A child that takes the locks ARGS.hold, says "held", then answers each
@@ -55,13 +21,7 @@ local PROBER = [[
   for i, n in ipairs(ARGS.hold or {}) do held[i] = assert(p:lock(n):try_acquire(), n) end
   say("held")
   for round = 1, ARGS.rounds or 1 do
-    local deadline = T.now() + 30
-    while true do
-      local f = io.open(ARGS.go .. round, "r")
-      if f then f:close() break end
-      if T.now() > deadline then error("no go") end
-      T.sleep(0.002)
-    end
+    wait_file(ARGS.go .. round)
     local out = {}
     for _, n in ipairs(ARGS.probe or {}) do
       local h = p:lock(n):try_acquire()
@@ -73,34 +33,19 @@ local PROBER = [[
 ]]
 
 describe("composite locks", function()
-  local dir, p, children
+  local dir, p
   before_each(function()
     dir = H.tmpdir()
     p = wh.provider { dir = dir }
-    children = {}
   end)
-  after_each(function()
-    for _, c in ipairs(children) do
-      if not c.status then
-        c:kill()
-        pcall(c.wait, c, 5)
-      end
-    end
-    H.cleanup()
-  end)
-
-  local function spawn(code, args)
-    local c = H.spawn(code, args)
-    children[#children + 1] = c
-    return c
-  end
+  after_each(H.cleanup)
 
   local function prober(hold, probe, rounds)
-    return spawn(PROBER, { dir = dir, hold = hold, probe = probe, go = dir .. "/go", rounds = rounds })
+    return H.spawn(PROBER, { dir = dir, hold = hold, probe = probe, go = dir .. "/go", rounds = rounds })
   end
 
   local function go(i)
-    assert(io.open(dir .. "/go" .. i, "w")):close()
+    H.touch(dir .. "/go" .. i)
   end
 
   local function is_free(name)
@@ -216,7 +161,7 @@ describe("composite locks", function()
       c:expect("held")
       local err
       local took = H.time(function()
-        err = assert_code("timeout", function() p:acquire_all({ "a", "b", "c" }, 0.5) end)
+        err = H.assert_code("timeout", nil, function() p:acquire_all({ "a", "b", "c" }, 0.5) end)
       end)
       assert.is_true(took >= 0.4, "gave up after " .. took .. " s")
       assert.is_true(took < 5, "took " .. took .. " s")
@@ -231,7 +176,7 @@ describe("composite locks", function()
       -- "a" is freed by its holder after the composite started waiting for
       -- it; "b" never is. The whole call must give up at its deadline, not
       -- wait a full timeout again for "b".
-      local c = spawn([[
+      local c = H.spawn([[
         local p = wh.provider { dir = ARGS.dir }
         local a, b = assert(p:lock("a"):try_acquire()), assert(p:lock("b"):try_acquire())
         say("held")
@@ -244,7 +189,7 @@ describe("composite locks", function()
       ]], { dir = dir })
       c:expect("held")
       local took = H.time(function()
-        assert_code("timeout", function() p:acquire_all({ "a", "b" }, 2.0) end)
+        H.assert_code("timeout", nil, function() p:acquire_all({ "a", "b" }, 2.0) end)
       end)
       c:expect("released a")
       assert.is_true(took >= 1.9, "gave up after " .. took .. " s")
@@ -256,7 +201,7 @@ describe("composite locks", function()
     end)
 
     it("acquire_all waits until every name is free", function()
-      local c = spawn([[
+      local c = H.spawn([[
         local p = wh.provider { dir = ARGS.dir }
         local l = p:lock("b")
         local h = assert(l:try_acquire())
@@ -279,19 +224,19 @@ describe("composite locks", function()
     it("a cancelled wait raises cancelled and holds nothing", function()
       local blocker = p:lock("c"):try_acquire()
       local calls = 0
-      assert_code("cancelled", function()
+      H.assert_code("cancelled", nil, function()
         p:acquire_all({ "a", "b", "c" }, 20, { cancel = function() calls = calls + 1 return calls >= 3 end })
       end)
       assert.is_true(is_free("a") and is_free("b"))
       local tok = wh.cancel_token()
-      assert_code("cancelled", function()
+      H.assert_code("cancelled", nil, function()
         p:acquire_all_async({ "a", "b", "c" }, 20, { cancel = tok, sleep = function(d) tok:cancel() H.sleep(d) end })
       end)
       assert.is_true(is_free("a") and is_free("b"))
       blocker:release()
       -- an already cancelled token raises even though every name is free
       for _, m in ipairs({ "try_acquire_all", "acquire_all", "try_acquire_all_async", "acquire_all_async" }) do
-        assert_code("cancelled", function() p[m](p, { "a", "b" }, nil, { cancel = tok }) end)
+        H.assert_code("cancelled", nil, function() p[m](p, { "a", "b" }, nil, { cancel = tok }) end)
         assert.is_true(is_free("a") and is_free("b"), m)
       end
     end)
@@ -300,7 +245,7 @@ describe("composite locks", function()
   describe("async", function()
     it("acquire_all_async yields from a coroutine and completes when the last name is freed", function()
       local blocker = p:lock("b"):try_acquire()
-      local h, n = drive(function() return p:acquire_all_async({ "a", "b", "c" }, 10) end, function(d, i)
+      local h, n = H.drive_body(function() return p:acquire_all_async({ "a", "b", "c" }, 10) end, function(d, i)
         assert.are.equal("number", type(d))
         if i == 3 then blocker:release() end
       end)
@@ -314,11 +259,11 @@ describe("composite locks", function()
 
     it("try_acquire_all_async returns nil at its timeout and acquire_all_async raises timeout", function()
       local blocker = p:lock("b"):try_acquire()
-      local r, n = drive(function() return p:try_acquire_all_async({ "a", "b" }, 0.1) end)
+      local r, n = H.drive_body(function() return p:try_acquire_all_async({ "a", "b" }, 0.1) end)
       assert.is_nil(r)
       assert.is_true(n >= 1)
       local slept = 0
-      assert_code("timeout", function()
+      H.assert_code("timeout", nil, function()
         p:acquire_all_async({ "a", "b" }, 0.1, { sleep = function(d) slept = slept + 1 H.sleep(d) end })
       end)
       assert.is_true(slept >= 1)
@@ -363,11 +308,7 @@ describe("composite locks", function()
         log:setvbuf("no")
         local me = T.getpid()
         say("ready")
-        while true do
-          local f = io.open(ARGS.go, "r")
-          if f then f:close() break end
-          T.sleep(0.001)
-        end
+        wait_file(ARGS.go)
         for i = 1, 100 do
           local h = p:acquire_all(ARGS.names)
           log:write("in " .. me .. "\n")
@@ -377,13 +318,13 @@ describe("composite locks", function()
         say("done")
       ]]
       local log, gofile = dir .. "/log.txt", dir .. "/go"
-      local c1 = spawn(code, { dir = dir, log = log, go = gofile, names = { "a", "b", "c" } })
-      local c2 = spawn(code, { dir = dir, log = log, go = gofile, names = { "c", "b", "a" } })
-      local c3 = spawn(code, { dir = dir, log = log, go = gofile, names = { "c", "x/y", "a" } })
+      local c1 = H.spawn(code, { dir = dir, log = log, go = gofile, names = { "a", "b", "c" } })
+      local c2 = H.spawn(code, { dir = dir, log = log, go = gofile, names = { "c", "b", "a" } })
+      local c3 = H.spawn(code, { dir = dir, log = log, go = gofile, names = { "c", "x/y", "a" } })
       c1:expect("ready")
       c2:expect("ready")
       c3:expect("ready")
-      assert(io.open(gofile, "w")):close()
+      H.touch(gofile)
       local deadline = H.now() + 60
       for _, c in ipairs({ c1, c2, c3 }) do
         c:expect("done", math.max(0, deadline - H.now()))
@@ -413,23 +354,23 @@ describe("composite locks", function()
       for _, f in ipairs(fns) do
         local call = function(...) return p[f](p, ...) end
         local want = "bad argument #1 to '" .. f .. "'"
-        assert_argerror(want, function() call("a") end)
-        assert_argerror(want, function() call(nil) end)
-        assert_argerror(want, function() call(5) end)
-        assert_argerror(want, function() call({}) end)
-        assert_argerror(want, function() call({ "a", "b", "a" }) end)
-        assert_argerror(want, function() call({ "a/b", "a_2Fb" }) end)
-        assert_argerror(want, function() call({ "a", 5 }) end)
-        assert_argerror(want, function() call({ "a", {} }) end)
-        assert_argerror(want, function() call({ "a", true }) end)
-        assert_argerror("bad argument #2 to '" .. f .. "'", function() call({ "a" }, -1) end)
-        assert_argerror("bad argument #2 to '" .. f .. "'", function() call({ "a" }, "1") end)
-        assert_argerror("bad argument #2 to '" .. f .. "'", function() call({ "a" }, 0 / 0) end)
-        assert_argerror("bad argument #2 to '" .. f .. "'", function() call({ "a" }, { cancel = function() end }) end)
-        assert_argerror("bad argument #3 to '" .. f .. "'", function() call({ "a" }, 1, { bogus = 1 }) end)
-        assert_argerror("bad argument #3 to '" .. f .. "'", function() call({ "a" }, 1, { timeout = 1 }) end)
-        assert_argerror("bad argument #4 to '" .. f .. "'", function() call({ "a" }, 1, nil, 1) end)
-        assert_argerror("bad argument", function() p[f]({ "a" }) end) -- without the provider
+        H.assert_argerror(want, function() call("a") end)
+        H.assert_argerror(want, function() call(nil) end)
+        H.assert_argerror(want, function() call(5) end)
+        H.assert_argerror(want, function() call({}) end)
+        H.assert_argerror(want, function() call({ "a", "b", "a" }) end)
+        H.assert_argerror(want, function() call({ "a/b", "a_2Fb" }) end)
+        H.assert_argerror(want, function() call({ "a", 5 }) end)
+        H.assert_argerror(want, function() call({ "a", {} }) end)
+        H.assert_argerror(want, function() call({ "a", true }) end)
+        H.assert_argerror("bad argument #2 to '" .. f .. "'", function() call({ "a" }, -1) end)
+        H.assert_argerror("bad argument #2 to '" .. f .. "'", function() call({ "a" }, "1") end)
+        H.assert_argerror("bad argument #2 to '" .. f .. "'", function() call({ "a" }, 0 / 0) end)
+        H.assert_argerror("bad argument #2 to '" .. f .. "'", function() call({ "a" }, { cancel = function() end }) end)
+        H.assert_argerror("bad argument #3 to '" .. f .. "'", function() call({ "a" }, 1, { bogus = 1 }) end)
+        H.assert_argerror("bad argument #3 to '" .. f .. "'", function() call({ "a" }, 1, { timeout = 1 }) end)
+        H.assert_argerror("bad argument #4 to '" .. f .. "'", function() call({ "a" }, 1, nil, 1) end)
+        H.assert_argerror("bad argument", function() p[f]({ "a" }) end) -- without the provider
         -- nothing stays held after a rejected call
         assert.is_true(is_free("a") and is_free("b") and is_free("a_2Fb"))
       end

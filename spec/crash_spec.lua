@@ -6,69 +6,6 @@ local H = require "helpers"
 local wh = require "waithandles"
 local T = H.whtest
 
-local PRELUDE = [[
-function touch(p) local f = assert(io.open(p, "w")) f:close() end
-function exists(p) local f = io.open(p, "r") if f then f:close() return true end return false end
-function wait_file(p, t)
-  local deadline = T.now() + (t or 30)
-  while not exists(p) do
-    if T.now() > deadline then error("timed out waiting for file " .. p) end
-    T.sleep(0.002)
-  end
-end
-function wait_info(obj, field, n, t)
-  local deadline = T.now() + (t or 30)
-  while obj:info()[field] < n do
-    if T.now() > deadline then error("timed out waiting for info()." .. field .. " >= " .. n) end
-    T.sleep(0.002)
-  end
-end
-function stamp() return string.format("%.6f", T.now()) end
-function die() T.kill(T.getpid(), T.SIGKILL) T.sleep(10) error("still alive after SIGKILL") end
-]]
-
-local children = {}
-
-local function spawn(code, args)
-  local c = H.spawn(PRELUDE .. code, args)
-  children[#children + 1] = c
-  return c
-end
-
-local function reap_all()
-  for _, c in ipairs(children) do
-    if c.status == nil then
-      c:kill(T.SIGKILL)
-      pcall(c.wait, c, 5)
-    end
-  end
-  children = {}
-end
-
--- Waits until cond() holds, failing at once (with what they said) if one of
--- the children ends first. Reads their output into their buffers without
--- consuming lines, so child:expect still sees everything.
-local function await(cs, cond, what, timeout)
-  if cs.pid then cs = { cs } end
-  local deadline = T.now() + (timeout or 10)
-  while not cond() do
-    for _, c in ipairs(cs) do
-      local data = T.read(c.fd, 0.002)
-      if data == "" then
-        error(("child %d ended while waiting for %s; it said:\n%s"):format(c.pid, what,
-          table.concat(c.log, "\n") .. c.buf), 2)
-      end
-      if data then c.buf = c.buf .. data end
-    end
-    if T.now() > deadline then error("not within " .. (timeout or 10) .. " s: " .. what, 2) end
-  end
-end
-
-local function touch(p)
-  local f = assert(io.open(p, "w"))
-  f:close()
-end
-
 -- Waits until process pid is in the stopped state (Linux /proc; elsewhere returns at once).
 local function wait_stopped(pid)
   local deadline = T.now() + 10
@@ -122,7 +59,7 @@ local HOLD_UNTIL_WAITED = [[
 local function blocked_waiter_recovers(how)
   local dir = H.tmpdir()
   local l = wh.lock("victim", { dir = dir })
-  local c = spawn(HOLD_UNTIL_WAITED, { dir = dir, name = "victim", how = how })
+  local c = H.spawn(HOLD_UNTIL_WAITED, { dir = dir, name = "victim", how = how })
   c:expect("held")
   assert.is_nil(l:try_acquire())
   assert.are.equal(1, l:info().held)
@@ -140,10 +77,7 @@ local function blocked_waiter_recovers(how)
 end
 
 describe("crash safety", function()
-  after_each(function()
-    reap_all()
-    H.cleanup()
-  end)
+  after_each(H.cleanup)
 
   describe("a holder that ends without releasing", function()
     it("SIGKILLed while the parent blocks in acquire(20): acquired within 2 s", function()
@@ -154,9 +88,9 @@ describe("crash safety", function()
     it("SIGKILLed by another process while the parent blocks in acquire(20)", function()
       local dir = H.tmpdir()
       local l = wh.lock("victim", { dir = dir })
-      local holder = spawn(HOLD, { dir = dir, name = "victim" })
+      local holder = H.spawn(HOLD, { dir = dir, name = "victim" })
       holder:expect("held")
-      local killer = spawn([[
+      local killer = H.spawn([[
         wait_info(wh.lock(ARGS.name, { dir = ARGS.dir }), "waiting", 1)
         say("killing", stamp())
         assert(T.kill(ARGS.pid, T.SIGKILL))
@@ -201,7 +135,7 @@ describe("crash safety", function()
     it("killed before anybody waits: the next acquire gets it within 2 s", function()
       local dir = H.tmpdir()
       local l = wh.lock("victim", { dir = dir })
-      local c = spawn(HOLD, { dir = dir, name = "victim" })
+      local c = H.spawn(HOLD, { dir = dir, name = "victim" })
       c:expect("held")
       c:kill()
       c:wait()
@@ -215,7 +149,7 @@ describe("crash safety", function()
     it("killed: info().held is exact as soon as the holder is reaped", function()
       local dir = H.tmpdir()
       local l = wh.lock("victim", { dir = dir })
-      local c = spawn(HOLD, { dir = dir, name = "victim" })
+      local c = H.spawn(HOLD, { dir = dir, name = "victim" })
       c:expect("held")
       assert.are.equal(1, l:info().held)
       c:kill()
@@ -227,7 +161,7 @@ describe("crash safety", function()
     it("an async waiter in a coroutine (default sleep: yield) acquires when the holder is killed", function()
       local dir = H.tmpdir()
       local l = wh.lock("victim", { dir = dir, abandonment_check = 0.05 })
-      local c = spawn(HOLD, { dir = dir, name = "victim" })
+      local c = H.spawn(HOLD, { dir = dir, name = "victim" })
       c:expect("held")
       local co = coroutine.create(function() return l:acquire_async(20) end)
       local ok, delay = coroutine.resume(co)
@@ -262,7 +196,7 @@ describe("crash safety", function()
     it("an async waiter with a custom sleep acquires when the holder is killed", function()
       local dir = H.tmpdir()
       local l = wh.lock("victim", { dir = dir })
-      local c = spawn(HOLD, { dir = dir, name = "victim" })
+      local c = H.spawn(HOLD, { dir = dir, name = "victim" })
       c:expect("held")
       local calls, killed = 0, nil
       local h = l:acquire_async(20, { sleep = function(s)
@@ -307,12 +241,12 @@ describe("crash safety", function()
       for i, how in ipairs(hows) do
         local name = "forever-" .. how
         locks[i] = wh.lock(name, { dir = dir })
-        holders[i] = spawn(HOLD, { dir = dir, name = name })
+        holders[i] = H.spawn(HOLD, { dir = dir, name = name })
         holders[i]:expect("held")
-        waiters[i] = spawn(code, { dir = dir, name = name, how = how })
+        waiters[i] = H.spawn(code, { dir = dir, name = name, how = how })
       end
       for i = 1, #hows do
-        await(waiters[i], function() return locks[i]:info().waiting == 1 end, hows[i] .. " waits")
+        H.await(waiters[i], function() return locks[i]:info().waiting == 1 end, hows[i] .. " waits")
       end
       for i = 1, #hows do
         holders[i]:kill()
@@ -328,7 +262,7 @@ describe("crash safety", function()
 
     it("a process killed holding several objects (acquire_all, a ticket, a read) gives all of them back", function()
       local dir = H.tmpdir()
-      local c = spawn([[
+      local c = H.spawn([[
         local p = wh.provider({ dir = ARGS.dir })
         ALL = p:acquire_all({ "a", "b", "c" }, 5)
         TICKET = p:semaphore("s", 1):acquire(5)
@@ -363,7 +297,7 @@ describe("crash safety", function()
         local c
         if i % 2 == 0 then
           -- killed while nobody waits
-          c = spawn(HOLD, { dir = dir, name = "cycles" })
+          c = H.spawn(HOLD, { dir = dir, name = "cycles" })
           c:expect("held")
           assert.is_nil(l:try_acquire())
           assert.are.equal(1, l:info().held)
@@ -377,7 +311,7 @@ describe("crash safety", function()
           assert.is_true(h:release())
         else
           -- kills itself once we block
-          c = spawn(HOLD_UNTIL_WAITED, { dir = dir, name = "cycles", how = "kill" })
+          c = H.spawn(HOLD_UNTIL_WAITED, { dir = dir, name = "cycles", how = "kill" })
           c:expect("held")
           assert.are.equal(1, l:info().held)
           local h = l:acquire(20)
@@ -414,7 +348,7 @@ describe("crash safety", function()
         die()
       ]]
       for i = 1, 70 do
-        local c = spawn(code, { dir = dir, kind = kind })
+        local c = H.spawn(code, { dir = dir, kind = kind })
         local took, held = c:expect("^held "):match("^held (%S+) (%d+)$")
         assert.is_true(tonumber(took) < 2, ("link %d took %s s"):format(i, took))
         assert.are.equal(base + (kind == "lock" and 1 or 2), tonumber(held), "link " .. i)
@@ -471,7 +405,7 @@ describe("crash safety", function()
         say("held", T.getpid(), string.format("%.3f", T.now() - t0), o:info().held)
         if ARGS.die then die() end
       ]]
-      local first = spawn(code, { dir = dir, kind = kind, die = true })
+      local first = H.spawn(code, { dir = dir, kind = kind, die = true })
       local pid = tonumber(first:expect("^held "):match("^held (%d+)"))
       first:wait()
       local slot = slot_of(dir, pid)
@@ -480,7 +414,7 @@ describe("crash safety", function()
       f:seek("set", 28)
       f:write(string.char(slot, 0, 0, 0))
       f:close()
-      local second = spawn(code, { dir = dir, kind = kind })
+      local second = H.spawn(code, { dir = dir, kind = kind })
       local pid2, took, held = second:expect("^held "):match("^held (%d+) (%S+) (%d+)$")
       second:ok()
       if slot_of(dir, tonumber(pid2)) ~= slot then
@@ -526,12 +460,12 @@ describe("crash safety", function()
         say("done")
       ]]
       local ws = {}
-      for i = 1, 6 do ws[i] = spawn(worker, { dir = dir }) end
+      for i = 1, 6 do ws[i] = H.spawn(worker, { dir = dir }) end
       for i = 1, 6 do ws[i]:expect("ready") end
-      touch(dir .. "/go")
+      H.touch(dir .. "/go")
       -- meanwhile, holders that get the lock among them and die holding it
       for i = 1, 10 do
-        local c = spawn([[
+        local c = H.spawn([[
           HOLD = wh.lock("amid", { dir = ARGS.dir, abandonment_check = 0.02 }):acquire(30)
           die()
         ]], { dir = dir })
@@ -559,9 +493,9 @@ describe("crash safety", function()
         say("held")
         T.sleep(120)
       ]]
-      local a = spawn(code, { dir = dir, n = 2 })
+      local a = H.spawn(code, { dir = dir, n = 2 })
       a:expect("held")
-      local b = spawn(code, { dir = dir, n = 1 })
+      local b = H.spawn(code, { dir = dir, n = 1 })
       b:expect("held")
       assert.are.equal(3, sem:info().held)
       assert.is_nil(sem:try_acquire())
@@ -589,7 +523,7 @@ describe("crash safety", function()
       local mine = sem:acquire(1) -- the parent keeps one ticket throughout
       for i = 1, 10 do
         local n = (i % 3) + 1
-        local c = spawn([[
+        local c = H.spawn([[
           local s = wh.semaphore("pool", 4, { dir = ARGS.dir })
           local hs = {}
           for i = 1, ARGS.n do hs[i] = s:acquire(10) end
@@ -615,7 +549,7 @@ describe("crash safety", function()
       local rw = wh.rwlock("rw", { dir = dir })
       local cs = {}
       for i = 1, 3 do
-        cs[i] = spawn([[
+        cs[i] = H.spawn([[
           local h = wh.rwlock("rw", { dir = ARGS.dir }):acquire_read(10)
           say("held")
           T.sleep(120)
@@ -639,7 +573,7 @@ describe("crash safety", function()
     it("a killed writer: a reader blocked in acquire_read(20) gets in within 2 s", function()
       local dir = H.tmpdir()
       local rw = wh.rwlock("rw", { dir = dir })
-      local c = spawn([[
+      local c = H.spawn([[
         local rw = wh.rwlock("rw", { dir = ARGS.dir })
         HANDLE = rw:acquire_write(10)
         say("held")
@@ -663,7 +597,7 @@ describe("crash safety", function()
     it("a killed upgraded holder: a writer blocked in acquire_write(20) gets in within 2 s", function()
       local dir = H.tmpdir()
       local rw = wh.rwlock("rw", { dir = dir })
-      local c = spawn([[
+      local c = H.spawn([[
         local rw = wh.rwlock("rw", { dir = ARGS.dir })
         HANDLE = rw:acquire_upgradeable_read(10)
         HANDLE:upgrade(10)
@@ -713,11 +647,11 @@ describe("crash safety", function()
         wait_file(ARGS.dir .. "/done")
         h:release()
       ]]
-      local blocked = spawn(code, { dir = dir })
-      local polling = spawn(code, { dir = dir, async = true })
+      local blocked = H.spawn(code, { dir = dir })
+      local polling = H.spawn(code, { dir = dir, async = true })
       blocked:expect("waiting")
       polling:expect("waiting")
-      await({ blocked, polling }, function() return l:info().waiting == 2 end, "two waiters")
+      H.await({ blocked, polling }, function() return l:info().waiting == 2 end, "two waiters")
       blocked:kill()
       polling:kill()
       blocked:wait()
@@ -726,15 +660,15 @@ describe("crash safety", function()
       H.eventually(function() return l:info().waiting == 0 end, 2, "the dead waiters' entries go")
       assert.is_true(T.now() - t0 < 2)
       -- a new waiter gets the lock promptly once it is released
-      local newcomer = spawn(code, { dir = dir })
+      local newcomer = H.spawn(code, { dir = dir })
       newcomer:expect("waiting")
-      await(newcomer, function() return l:info().waiting == 1 end, "the new waiter")
+      H.await(newcomer, function() return l:info().waiting == 1 end, "the new waiter")
       local released = T.now()
       h:release()
       local got = stamp_of(newcomer:expect("^got "))
       assert.is_true(got - released < 2)
       assert.is_nil(l:try_acquire())
-      touch(dir .. "/done")
+      H.touch(dir .. "/done")
       newcomer:ok()
       local h2 = l:acquire(1)
       h2:release()
@@ -750,14 +684,14 @@ describe("crash safety", function()
         local h = l:acquire(1)
         -- the waiter's own check interval is long, so its lease (interval + 0.5 s)
         -- outlives the bound below: only reclamation can end the refusals in time
-        local c = spawn([[
+        local c = H.spawn([[
           local l = wh.lock("w", { dir = ARGS.dir, abandonment_check = 2 })
           say("waiting")
           l:acquire(60)
           say("got")
         ]], { dir = dir })
         c:expect("waiting")
-        await(c, function() return l:info().waiting == 1 end, "the waiter")
+        H.await(c, function() return l:info().waiting == 1 end, "the waiter")
         T.sleep(0.03) -- let the waiter age past the barging bound (not a synchronisation)
         l:info()
         c:kill()
@@ -775,14 +709,14 @@ describe("crash safety", function()
       local dir = H.tmpdir()
       local rw = wh.rwlock("rw", { dir = dir })
       local r = rw:acquire_read(1)
-      local c = spawn([[
+      local c = H.spawn([[
         local rw = wh.rwlock("rw", { dir = ARGS.dir })
         say("waiting")
         rw:acquire_write(60)
         say("got")
       ]], { dir = dir })
       c:expect("waiting")
-      await(c, function() return rw:info().waiting_writers == 1 end, "the writer waits")
+      H.await(c, function() return rw:info().waiting_writers == 1 end, "the writer waits")
       -- writer preference while it lives
       assert.is_nil(rw:try_acquire_read())
       c:kill()
@@ -802,13 +736,13 @@ describe("crash safety", function()
       local ac = 0.1
       local rw = wh.rwlock("rw", { dir = dir, abandonment_check = ac })
       local r = rw:acquire_read(1)
-      local c = spawn([[
+      local c = H.spawn([[
         local rw = wh.rwlock("rw", { dir = ARGS.dir, abandonment_check = 2 }) -- lease 2.5 s
         say("waiting")
         rw:acquire_write(60)
       ]], { dir = dir })
       c:expect("waiting")
-      await(c, function() return rw:info().waiting_writers == 1 end, "the writer waits")
+      H.await(c, function() return rw:info().waiting_writers == 1 end, "the writer waits")
       assert.is_nil(rw:try_acquire_read(0))
       c:kill()
       c:wait()
@@ -853,8 +787,8 @@ describe("crash safety", function()
       elseif kind == "semaphore" then o = wh.semaphore("ham", 2, { dir = dir })
       else o = wh.rwlock("ham", { dir = dir }) end
       for i = 1, 12 do
-        local a = spawn(code, { dir = dir, kind = kind })
-        local b = spawn(code, { dir = dir, kind = kind })
+        local a = H.spawn(code, { dir = dir, kind = kind })
+        local b = H.spawn(code, { dir = dir, kind = kind })
         a:expect("going")
         b:expect("going")
         T.sleep((i % 4) * 0.001) -- only varies the moment of death
@@ -899,7 +833,7 @@ describe("crash safety", function()
       local dir = H.tmpdir()
       local ac = 0.05
       local l = wh.lock("stop", { dir = dir, abandonment_check = ac })
-      local c = spawn([[
+      local c = H.spawn([[
         local h = wh.lock("stop", { dir = ARGS.dir }):acquire(10)
         say("held")
         wait_file(ARGS.dir .. "/release")
@@ -920,14 +854,14 @@ describe("crash safety", function()
       assert.is_nil(l:try_acquire(0))
       assert.are.equal(1, l:info().held)
       -- a blocked waiter elsewhere does not take it either
-      local other = spawn([[
+      local other = H.spawn([[
         local l = wh.lock("stop", { dir = ARGS.dir, abandonment_check = 0.05 })
         say(l:try_acquire(0.3) and "stolen" or "busy")
       ]], { dir = dir })
       assert.are.equal("busy", other:line(10))
       other:ok()
       assert.is_true(c:kill(T.SIGCONT))
-      touch(dir .. "/release")
+      H.touch(dir .. "/release")
       c:expect("released")
       local h = l:acquire(2)
       assert.is_true(h:is_held())
@@ -938,7 +872,7 @@ describe("crash safety", function()
     it("a holder stopped at random points of a tight loop never blocks try_acquire(0) for long", function()
       local dir = H.tmpdir()
       local l = wh.lock("loop", { dir = dir, abandonment_check = 0.05 })
-      local c = spawn([[
+      local c = H.spawn([[
         local l = wh.lock("loop", { dir = ARGS.dir })
         local n, stop = 0, ARGS.dir .. "/stop"
         say("going")
@@ -970,7 +904,7 @@ describe("crash safety", function()
         if h2 then h2:release() end
         assert.is_true(c:kill(T.SIGCONT))
       end
-      touch(dir .. "/stop")
+      H.touch(dir .. "/stop")
       local n = tonumber(c:expect("^count "):match("%d+"))
       c:ok()
       assert.is_true(n > 0)
@@ -983,7 +917,7 @@ describe("crash safety", function()
       local dir = H.tmpdir()
       local l = wh.lock("sw", { dir = dir })
       local h = l:acquire(1)
-      local w = spawn([[
+      local w = H.spawn([[
         local l = wh.lock("sw", { dir = ARGS.dir })
         say("waiting")
         local h = l:acquire(60)
@@ -991,7 +925,7 @@ describe("crash safety", function()
         h:release()
       ]], { dir = dir })
       w:expect("waiting")
-      await(w, function() return l:info().waiting == 1 end, "the waiter")
+      H.await(w, function() return l:info().waiting == 1 end, "the waiter")
       assert.is_true(w:kill(T.SIGSTOP))
       wait_stopped(w.pid)
       h:release()
@@ -1021,7 +955,7 @@ describe("crash safety", function()
       assert.are.equal("directory", st and st.type)
       assert.are.equal(1023, st.mode)
       local l = wh.lock("x", { dir = dir })
-      local c = spawn([[
+      local c = H.spawn([[
         assert(T.seteuid(65534), "seteuid")
         local ok, err = pcall(function()
           HANDLE = wh.lock("x", { dir = ARGS.dir }):acquire(10)

@@ -6,35 +6,11 @@ local H = require "helpers"
 local wh = require "waithandles"
 local T = H.whtest
 
-local PRELUDE = [[
-function touch(p) local f = assert(io.open(p, "w")) f:close() end
-function exists(p) local f = io.open(p, "r") if f then f:close() return true end return false end
-function wait_file(p, t)
-  local deadline = T.now() + (t or 30)
-  while not exists(p) do
-    if T.now() > deadline then error("timed out waiting for file " .. p) end
-    T.sleep(0.002)
-  end
-end
-function wait_info(obj, field, n, t)
-  local deadline = T.now() + (t or 30)
-  while obj:info()[field] < n do
-    if T.now() > deadline then error("timed out waiting for info()." .. field .. " >= " .. n) end
-    T.sleep(0.002)
-  end
-end
-]]
+local pids = {}
 
-local children, pids = {}, {}
-
-local function spawn(code, args)
-  local c = H.spawn(PRELUDE .. code, args)
-  children[#children + 1] = c
-  return c
-end
-
-local function reap_all()
-  -- forked copies of this process (ours to reap) and grandchildren (not ours)
+-- Kills the forked copies of this process (ours to reap) and grandchildren
+-- (not ours) that a test left running.
+local function reap_forks()
   for _, p in ipairs(pids) do
     if not p.reaped then
       T.kill(p.pid, T.SIGKILL)
@@ -42,32 +18,6 @@ local function reap_all()
     end
   end
   pids = {}
-  for _, c in ipairs(children) do
-    if c.status == nil then
-      c:kill(T.SIGKILL)
-      pcall(c.wait, c, 5)
-    end
-  end
-  children = {}
-end
-
-local function touch(p)
-  local f = assert(io.open(p, "w"))
-  f:close()
-end
-
-local function exists(p)
-  local f = io.open(p, "r")
-  if f then f:close() return true end
-  return false
-end
-
-local function read_file(p)
-  local f = io.open(p, "r")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
 end
 
 -- For code that runs in a forked copy of this process: a failed check is an error.
@@ -100,22 +50,10 @@ local function fork(dir, fn)
       local st = T.waitpid(pid, 30)
       if st == nil then error("the forked child did not end", 2) end
       rec.reaped = true
-      assert.are.equal("ok", read_file(result) or ("no result; status " .. tostring(st.code or st.signal)))
+      assert.are.equal("ok", H.read_file(result) or ("no result; status " .. tostring(st.code or st.signal)))
       assert.are.equal(0, st.code)
     end,
   }
-end
-
--- What a try on lock `name` gives a separate process: "busy" or "acquired".
-local function probe(dir, name)
-  local c = spawn([[
-    local h = wh.lock(ARGS.name, { dir = ARGS.dir }):try_acquire()
-    say(h and "acquired" or "busy")
-    if h then h:release() end
-  ]], { dir = dir, name = name })
-  local l = c:line(10)
-  c:ok()
-  return l
 end
 
 -- The parent's hold of lock l (handle h) is intact: seen from here and from a third process.
@@ -123,14 +61,14 @@ local function still_held(dir, l, h)
   assert.is_true(h:is_held())
   assert.are.equal(1, l:info().held)
   assert.is_nil(l:try_acquire())
-  assert.are.equal("busy", probe(dir, l.name))
+  assert.are.equal("busy", H.probe_lock(dir, l.name))
   assert.is_true(h:release())
-  assert.are.equal("acquired", probe(dir, l.name))
+  assert.are.equal("acquired", H.probe_lock(dir, l.name))
 end
 
 describe("fork", function()
   after_each(function()
-    reap_all()
+    reap_forks()
     H.cleanup()
   end)
 
@@ -171,7 +109,7 @@ describe("fork", function()
     it("is inert when the child's Lua state is closed (os.exit(0, true) in a forked interpreter)", function()
       local dir = H.tmpdir()
       local l = wh.lock("c", { dir = dir })
-      local c = spawn([[
+      local c = H.spawn([[
         HANDLE = wh.lock("c", { dir = ARGS.dir }):acquire(10)
         local pid = T.fork()
         if pid == 0 then
@@ -188,8 +126,8 @@ describe("fork", function()
       assert.are.equal("child 0", c:line(20))
       assert.are.equal("still held", c:line(10))
       assert.are.equal(1, l:info().held)
-      assert.are.equal("busy", probe(dir, "c"))
-      touch(dir .. "/done")
+      assert.are.equal("busy", H.probe_lock(dir, "c"))
+      H.touch(dir .. "/done")
       c:expect("released")
       c:ok()
       assert.are.equal(0, l:info().held)
@@ -289,11 +227,11 @@ describe("fork", function()
     local function parent_dies(active)
       local dir = H.tmpdir()
       local l = wh.lock("p", { dir = dir })
-      local a = spawn(A, { dir = dir, active = active })
+      local a = H.spawn(A, { dir = dir, active = active })
       local b = tonumber(a:expect("^ready %d+$"):match("%d+"))
       pids[#pids + 1] = { pid = b }
       if active then
-        H.eventually(function() return exists(dir .. "/b-holds") end, 10, "B holds its lock")
+        H.eventually(function() return H.exists(dir .. "/b-holds") end, 10, "B holds its lock")
       end
       assert.is_nil(l:try_acquire())
       assert.are.equal(1, l:info().held)
@@ -329,7 +267,7 @@ describe("fork", function()
       local dir = H.tmpdir()
       local l = wh.lock("w", { dir = dir })
       local h = l:acquire(1)
-      local a = spawn([[
+      local a = H.spawn([[
         local l = wh.lock("w", { dir = ARGS.dir })
         local o = wh.lock("o", { dir = ARGS.dir }):acquire(1) -- a slot before the fork
         local pid = T.fork()
@@ -377,18 +315,18 @@ describe("fork", function()
         check(not ok and type(err) == "table" and err.code == "timeout", "acquire(0.2): " .. tostring(err))
         -- hold b, let the parent see it, then die without releasing
         HB = lb:acquire(1)
-        touch(dir .. "/child-holds")
+        H.touch(dir .. "/child-holds")
         local deadline = T.now() + 20
-        while not exists(dir .. "/parent-saw") do
+        while not H.exists(dir .. "/parent-saw") do
           check(T.now() < deadline, "the parent never looked")
           T.sleep(0.002)
         end
       end)
-      H.eventually(function() return exists(dir .. "/child-holds") end, 10, "the child holds b")
+      H.eventually(function() return H.exists(dir .. "/child-holds") end, 10, "the child holds b")
       assert.is_nil(lb:try_acquire())
       assert.are.equal(1, lb:info().held)
-      assert.are.equal("busy", probe(dir, "b"))
-      touch(dir .. "/parent-saw")
+      assert.are.equal("busy", H.probe_lock(dir, "b"))
+      H.touch(dir .. "/parent-saw")
       child:wait() -- it _exits still holding b
       local t0 = T.now()
       local hb = lb:acquire(2)

@@ -1,6 +1,10 @@
--- Shared helpers for the specs: temporary lock directories, child Lua
--- interpreters (real processes, same Lua version as the runner), signals.
+-- Shared helpers for the specs: temporary lock directories, files as
+-- signals, child Lua interpreters (real processes, same Lua version as the
+-- runner) and the code they share, waiting, error checks, rwlock info checks
+-- and coroutine schedulers. Every spec's after_each calls H.cleanup().
 local whtest = require "whtest"
+-- The spec files' `assert` (busted gives them luassert; a module sees _G's).
+local assert = require "luassert"
 
 local H = {}
 H.whtest = whtest
@@ -11,7 +15,10 @@ H.is_54 = _VERSION == "Lua 5.4"
 H.is_51 = _VERSION == "Lua 5.1" and not rawget(_G, "jit")
 H.is_root = whtest.geteuid() == 0
 
+-- Temporary directories, cleanup, files --------------------------------------
+
 local dirs = {}
+local children = {} -- every child H.spawn started since the last H.cleanup()
 
 -- A fresh private lock directory (mode 0700, ours), removed by H.cleanup().
 function H.tmpdir()
@@ -20,12 +27,59 @@ function H.tmpdir()
   return d
 end
 
+-- For after_each: kills (SIGKILL) and reaps every child a test left running,
+-- then removes the temporary directories.
 function H.cleanup()
+  for _, c in ipairs(children) do
+    if c.status == nil then
+      c:kill(whtest.SIGKILL)
+      pcall(c.wait, c, 5)
+    end
+  end
+  children = {}
   for _, d in ipairs(dirs) do
     os.execute("rm -rf '" .. d .. "'")
   end
   dirs = {}
 end
+
+-- Files as signals between processes (parent side; children have the same
+-- globals, see H.spawn).
+function H.touch(p)
+  local f = assert(io.open(p, "w"))
+  f:close()
+end
+
+function H.exists(p)
+  local f = io.open(p, "r")
+  if f then f:close() return true end
+  return false
+end
+
+-- The contents of file p, or nil (and the reason) if it cannot be opened.
+function H.read_file(p)
+  local f, err = io.open(p, "rb")
+  if not f then return nil, err end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+function H.write_file(p, s)
+  local f = assert(io.open(p, "wb"))
+  f:write(s)
+  f:close()
+end
+
+-- The output (stdout and stderr) of shell command `cmd`.
+function H.sh(cmd)
+  local f = assert(io.popen(cmd .. " 2>&1"))
+  local out = f:read("*a")
+  f:close()
+  return out
+end
+
+-- Child processes ------------------------------------------------------------
 
 local function serialize(v)
   local t = type(v)
@@ -44,17 +98,50 @@ end
 local Child = {}
 Child.__index = Child
 
+-- Globals for every child, after ARGS, wh, T and say (see H.spawn).
+local CHILD_PRELUDE = [[
+-- Files as signals: touch, exists, read_file and write_file (both fail if
+-- the file cannot be opened), wait_file (until p exists; t s, default 30).
+function touch(p) local f = assert(io.open(p, "w")) f:close() end
+function exists(p) local f = io.open(p, "r") if f then f:close() return true end return false end
+function read_file(p) local f = assert(io.open(p, "rb")) local s = f:read("*a") f:close() return s end
+function write_file(p, s) local f = assert(io.open(p, "wb")) f:write(s) f:close() end
+function wait_file(p, t)
+  local deadline = T.now() + (t or 30)
+  while not exists(p) do
+    if T.now() > deadline then error("timed out waiting for file " .. p) end
+    T.sleep(0.002)
+  end
+end
+-- Waits until obj:info()[field] >= n (t s, default 30).
+function wait_info(obj, field, n, t)
+  local deadline = T.now() + (t or 30)
+  while obj:info()[field] < n do
+    if T.now() > deadline then error("timed out waiting for info()." .. field .. " >= " .. n) end
+    T.sleep(0.002)
+  end
+end
+-- The monotonic time as a string for say(); the parent reads it back.
+function stamp() return string.format("%.6f", T.now()) end
+-- Ends this process at once with SIGKILL (no cleanup of any kind).
+function die() T.kill(T.getpid(), T.SIGKILL) T.sleep(10) error("still alive after SIGKILL") end
+]]
+
 -- Runs `code` in a new interpreter. The chunk sees ARGS (the serialized
--- `args`), wh (the module), T (whtest) and say(...) (a flushed line on
--- stdout, which the parent reads with child:line()).
+-- `args`), wh (the module), T (whtest), say(...) (a flushed line on stdout,
+-- which the parent reads with child:line()) and the globals of CHILD_PRELUDE
+-- above. The child is remembered: H.cleanup() kills it if it still runs.
 function H.spawn(code, args)
   local prelude = "ARGS = " .. serialize(args or {}) .. "\n"
     .. "io.stdout:setvbuf('no')\n"
     .. "wh = require 'waithandles'\nT = require 'whtest'\n"
     .. "function say(...) local t = {} for i = 1, select('#', ...) do t[i] = tostring(select(i, ...)) end "
     .. "io.stdout:write(table.concat(t, ' '), '\\n') end\n"
+    .. CHILD_PRELUDE
   local pid, fd = whtest.spawn({ H.lua, "-e", prelude .. code })
-  return setmetatable({ pid = pid, fd = fd, buf = "", log = {} }, Child)
+  local c = setmetatable({ pid = pid, fd = fd, buf = "", log = {} }, Child)
+  children[#children + 1] = c
+  return c
 end
 
 -- The next line the child printed, or nil, reason ("timeout" or "eof").
@@ -89,6 +176,13 @@ function Child:expect(want, timeout)
     end
     if l == want or (want:sub(1, 1) == "^" and l:match(want)) then return l end
   end
+end
+
+-- The child's very next line must be `want` (no line is skipped).
+function Child:said(want, timeout)
+  local l, why = self:line(timeout or 10)
+  assert.are.equal(want, l, ("child %d: got %s; it said:\n%s"):format(self.pid,
+    tostring(l or why), table.concat(self.log, "\n")))
 end
 
 function Child:kill(sig)
@@ -129,6 +223,8 @@ function Child:ok(timeout)
   return self
 end
 
+-- Waiting --------------------------------------------------------------------
+
 -- Polls f until it returns a true value (a liveness bound, not a timing test).
 function H.eventually(f, timeout, what)
   local deadline = H.now() + (timeout or 10)
@@ -145,6 +241,280 @@ function H.time(f)
   local t = H.now()
   f()
   return H.now() - t
+end
+
+-- Waits until cond() holds, failing at once (with what they said) if one of
+-- the children `cs` (one child or a list) ends first. Reads their output into
+-- their buffers without consuming lines, so child:expect still sees everything.
+function H.await(cs, cond, what, timeout)
+  if cs.pid then cs = { cs } end
+  local deadline = H.now() + (timeout or 10)
+  while not cond() do
+    for _, c in ipairs(cs) do
+      local data = whtest.read(c.fd, 0.002)
+      if data == "" then
+        error(("child %d ended while waiting for %s; it said:\n%s"):format(c.pid, what,
+          table.concat(c.log, "\n") .. c.buf), 2)
+      end
+      if data then c.buf = c.buf .. data end
+    end
+    if H.now() > deadline then error("not within " .. (timeout or 10) .. " s: " .. what, 2) end
+  end
+end
+
+-- Objects -------------------------------------------------------------------
+
+-- wh.lock(name, opts), in `dir` unless opts.dir says otherwise (opts is
+-- changed).
+function H.lock_in(dir, name, opts)
+  opts = opts or {}
+  opts.dir = opts.dir or dir
+  return require("waithandles").lock(name, opts)
+end
+
+-- Children many specs use ----------------------------------------------------
+
+-- A child holding lock `name` in `dir` (it has said "held") for `seconds`,
+-- or until it is killed.
+function H.lock_holder(dir, name, seconds)
+  local c = H.spawn([[
+    local l = wh.lock(ARGS.name, { dir = ARGS.dir })
+    local h = assert(l:try_acquire())
+    say("held")
+    T.sleep(ARGS.seconds)
+  ]], { name = name, dir = dir, seconds = seconds })
+  c:expect("held")
+  return c
+end
+
+-- A child holding lock `name` in `dir` (it has said "held") until some
+-- process waits for it (a live wait entry in info().waiting), then `extra`
+-- seconds more; then it releases it and says "released". Ends a blocking
+-- wait without help from the waiter.
+function H.lock_holder_until_waited(dir, name, extra)
+  local c = H.spawn([[
+    local l = wh.lock(ARGS.name, { dir = ARGS.dir })
+    local h = assert(l:try_acquire())
+    say("held")
+    local deadline = T.now() + 20
+    while l:info().waiting < 1 do
+      if T.now() > deadline then say("nobody waited") os.exit(1) end
+      T.sleep(0.002)
+    end
+    T.sleep(ARGS.extra)
+    assert(h:release())
+    say("released")
+  ]], { name = name, dir = dir, extra = extra })
+  c:expect("held")
+  return c
+end
+
+-- What a try on lock `name` in `dir` gives a separate process: "busy" or "acquired".
+function H.probe_lock(dir, name)
+  local c = H.spawn([[
+    local h = wh.lock(ARGS.name, { dir = ARGS.dir }):try_acquire()
+    say(h and "acquired" or "busy")
+    if h then h:release() end
+  ]], { dir = dir, name = name })
+  local l = c:line(10)
+  c:ok()
+  return l
+end
+
+-- Errors ---------------------------------------------------------------------
+
+-- All the values of a call, with their count n (nils included).
+function H.pack(...) return { n = select("#", ...), ... } end
+
+-- The error f(...) raises (fails if it raises none).
+function H.catch(f, ...)
+  local ok, err = pcall(f, ...)
+  assert(not ok, "expected an error, got success")
+  return err
+end
+
+-- The error object (a table) f(...) raises; fails if it raises none or another kind.
+function H.raised(f, ...)
+  local err = H.catch(f, ...)
+  assert.are.equal("table", type(err), tostring(err))
+  return err
+end
+
+-- f(...) must raise a waithandles error object with `code`: a message string
+-- (naming the object `name`, if given, which is also err.name) and a
+-- __tostring. Returns the error.
+function H.assert_code(code, name, f, ...)
+  local err = H.catch(f, ...)
+  assert.are.equal("table", type(err), "expected an error object, got: " .. tostring(err))
+  assert.are.equal(code, err.code, tostring(err))
+  assert.are.equal("string", type(err.message))
+  if name then
+    assert.are.equal(name, err.name)
+    assert.is_truthy(err.message:find(name, 1, true), err.message)
+  end
+  local mt = getmetatable(err)
+  assert.are.equal("function", type(mt and mt.__tostring))
+  assert.are.equal("string", type(tostring(err)))
+  return err
+end
+
+-- f(...) must raise a standard Lua argument error (a string) containing `want`.
+-- Returns the error.
+function H.assert_argerror(want, f, ...)
+  local err = H.catch(f, ...)
+  assert.are.equal("string", type(err), "expected an argument error, got: " .. tostring(err))
+  assert.is_truthy(err:find(want, 1, true), ("expected %q in %q"):format(want, err))
+  return err
+end
+
+-- f(...) must raise the standard Lua error for bad argument #n to function
+-- `fname` (a string saying "bad argument #n to 'fname'"). Returns the error.
+function H.assert_bad_argument(n, fname, f, ...)
+  local want = ("bad argument #%d to '%s'"):format(n, fname)
+  local ok, err = pcall(f, ...)
+  assert(not ok, "expected an error: " .. want)
+  assert.are.equal("string", type(err), ("expected %q, got: %s"):format(want, tostring(err)))
+  assert.is_truthy(err:find(want, 1, true), ("expected %q in %q"):format(want, err))
+  return err
+end
+
+-- Reader-writer locks --------------------------------------------------------
+
+-- Every field of rwlock:info() that the contract fixes; unspecified fields
+-- are those of a free lock, and held = readers + writers.
+function H.assert_rw_info(rw, want)
+  local i = rw:info()
+  local readers, writer = want.readers or 0, want.writer or false
+  local expected = {
+    readers = readers,
+    writer = writer,
+    upgradeable = want.upgradeable or false,
+    waiting_writers = want.waiting_writers or 0,
+    held = readers + (writer and 1 or 0),
+  }
+  for _, k in ipairs({ "readers", "writer", "upgradeable", "waiting_writers", "held" }) do
+    assert.are.equal(expected[k], i[k], "info()." .. k)
+  end
+  assert.are.equal("rwlock", i.kind)
+  assert.are.equal(rw.name, i.name)
+end
+
+-- Waits (10 s at most) until rw:info() counts n waiting writers.
+function H.waiting_writers(rw, n)
+  H.eventually(function() return rw:info().waiting_writers == n end, 10,
+    n .. " waiting writer(s) in info()")
+end
+
+-- One attempt of each kind on rwlock `rw` (in `dir`) by a separate process
+-- must give `want`, e.g. "read no upgradeable no write".
+function H.probe_rw(dir, rw, want)
+  local p = H.spawn([[
+    local rw = wh.rwlock(ARGS.name, { dir = ARGS.dir })
+    local r = rw:try_acquire_read()
+    local u = rw:try_acquire_upgradeable_read()
+    local w = rw:try_acquire_write()
+    say(r and "read" or "no read", u and "upgradeable" or "no upgradeable", w and "write" or "no write")
+  ]], { dir = dir, name = rw.name })
+  p:said(want)
+  p:ok()
+end
+
+-- Child code for the rwlock specs, run after the spec's own
+-- `local rw = wh.rwlock(ARGS.name, { dir = ARGS.dir })`.
+
+-- A writer: says "waiting", blocks in acquire_write, says "got", holds until
+-- ARGS.go exists, says "released".
+H.RW_BLOCKED_WRITER = [[
+say("waiting")
+local h = rw:acquire_write(20)
+say("got")
+wait_file(ARGS.go, 60)
+h:release()
+say("released")
+]]
+
+-- A reader: holds a read until ARGS.go exists.
+H.RW_HOLDING_READER = [[
+local h = rw:try_acquire_read()
+say(h and "held" or "refused")
+if not h then return end
+wait_file(ARGS.go, 60)
+h:release()
+say("released")
+]]
+
+-- Coroutines -----------------------------------------------------------------
+
+-- A scheduler for the specs: runs each function as a coroutine until all
+-- have ended. A coroutine yields a delay in seconds and is resumed (with no
+-- values) once that much time has passed on the clock: the real monotonic
+-- clock, or with `o.fake = true` a simulated one that jumps to the next
+-- wake-up; it fails if the tasks run longer than o.limit (default 20) real
+-- seconds. Returns the results of each task ({ ok, ... } as from
+-- coroutine.resume), the log of yields: { task=, value=, tag= } where tag is
+-- o.tags[task] at the moment it yielded, and the number of yields of each task.
+function H.run(tasks, o)
+  o = o or {}
+  local fake_now = 0
+  local function now() return o.fake and fake_now or H.now() end
+  local limit = H.now() + (o.limit or 20)
+  local live, order, results, log, yields = {}, 0, {}, {}, {}
+  for i, f in ipairs(tasks) do
+    order = order + 1
+    live[i] = { id = i, co = coroutine.create(f), wake = now(), order = order }
+    yields[i] = 0
+  end
+  while true do
+    local e
+    for _, x in pairs(live) do
+      if e == nil or x.wake < e.wake or (x.wake == e.wake and x.order < e.order) then e = x end
+    end
+    if e == nil then break end
+    assert(H.now() < limit, "scheduler: tasks still running after " .. (o.limit or 20) .. " s")
+    if o.fake then
+      fake_now = math.max(fake_now, e.wake)
+    else
+      local d = e.wake - H.now()
+      if d > 0 then H.sleep(d) end
+    end
+    local r = H.pack(coroutine.resume(e.co))
+    if coroutine.status(e.co) == "dead" then
+      live[e.id] = nil
+      results[e.id] = r
+    else
+      local v = r[2]
+      log[#log + 1] = { task = e.id, value = v, tag = o.tags and o.tags[e.id] }
+      yields[e.id] = yields[e.id] + 1
+      order = order + 1
+      e.order = order
+      e.wake = now() + (type(v) == "number" and v > 0 and v or 0)
+    end
+  end
+  return results, log, yields
+end
+
+-- Runs a coroutine body to its end, calling on_yield(value, n) after each
+-- yield and sleeping (for real) the delay it yielded (else 1 ms); an error
+-- in the body is raised again. Returns what the body returned first, the
+-- number of yields, and everything coroutine.resume gave at the end.
+function H.drive_body(body, on_yield)
+  local co = coroutine.create(body)
+  local n = 0
+  while true do
+    local r = { coroutine.resume(co) }
+    if not r[1] then error(r[2], 0) end
+    if coroutine.status(co) == "dead" then return r[2], n, r end
+    n = n + 1
+    if on_yield then on_yield(r[2], n) end
+    H.sleep(type(r[2]) == "number" and r[2] or 0.001)
+  end
+end
+
+-- A cancel function that cancels after `seconds`: bounds a wait that a
+-- broken implementation might not end.
+function H.watchdog(seconds)
+  local at = H.now() + seconds
+  return function() return H.now() >= at end
 end
 
 return H

@@ -6,53 +6,14 @@ local H = require "helpers"
 local wh = require "waithandles"
 local T = H.whtest
 
-local children = {}
-
-local function spawn(code, args)
-  local c = H.spawn(code, args)
-  children[#children + 1] = c
-  return c
-end
-
-local function reap_all()
-  for _, c in ipairs(children) do
-    if c.status == nil then
-      c:kill(T.SIGKILL)
-      pcall(c.wait, c, 5)
-    end
-  end
-  children = {}
-end
-
-local function read_file(p)
-  local f = io.open(p, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write_file(p, s)
-  local f = assert(io.open(p, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function sh(cmd)
-  local f = assert(io.popen(cmd .. " 2>&1"))
-  local out = f:read("*a")
-  f:close()
-  return out
-end
-
 -- Seconds since the epoch of the last modification (coreutils stat, no links followed).
 local function mtime(p)
-  return tonumber(sh("stat -c %Y '" .. p .. "'"):match("%d+"))
+  return tonumber(H.sh("stat -c %Y '" .. p .. "'"):match("%d+"))
 end
 
 local function ls(dir)
   local names = {}
-  for n in sh("ls -A1 '" .. dir .. "'"):gmatch("[^\n]+") do names[#names + 1] = n end
+  for n in H.sh("ls -A1 '" .. dir .. "'"):gmatch("[^\n]+") do names[#names + 1] = n end
   table.sort(names)
   return names
 end
@@ -113,7 +74,7 @@ local TRY = [[
 
 -- Runs TRY in a child; asserts it ended normally; returns its first line and all it said.
 local function try_in_child(args)
-  local c = spawn(TRY, args)
+  local c = H.spawn(TRY, args)
   local line = c:line(20)
   local st = c:wait(20)
   local out = c:output()
@@ -147,7 +108,7 @@ local templates
 local function template(kind)
   if templates == nil then
     local dir = H.tmpdir()
-    local c = spawn([[
+    local c = H.spawn([[
       for _, k in ipairs({ "lock", "semaphore", "rwlock" }) do
         local o
         if k == "lock" then o = wh.lock("t-" .. k, { dir = ARGS.dir })
@@ -162,7 +123,7 @@ local function template(kind)
     c:ok()
     templates = {}
     for _, k in ipairs({ "lock", "semaphore", "rwlock" }) do
-      templates[k] = assert(read_file(dir .. "/t-" .. k))
+      templates[k] = assert(H.read_file(dir .. "/t-" .. k))
       assert(#templates[k] >= 256)
     end
   end
@@ -170,10 +131,7 @@ local function template(kind)
 end
 
 describe("hostile files", function()
-  after_each(function()
-    reap_all()
-    H.cleanup()
-  end)
+  after_each(H.cleanup)
 
   describe("a bad object file", function()
     it("of garbage, whatever its size, gives corrupt and is left as it was", function()
@@ -182,9 +140,9 @@ describe("hostile files", function()
         for i, size in ipairs({ 1, 7, 8, 100, 255, 256, 257, 4096, 4353, 70000 }) do
           local name = ("g-%s-%d"):format(k.kind, size)
           local bytes = garbage(size, i * 7919 + #k.kind)
-          write_file(dir .. "/" .. name, bytes)
+          H.write_file(dir .. "/" .. name, bytes)
           expect_code("error corrupt", { dir = dir, name = name, kind = k.kind, max = k.max })
-          assert(read_file(dir .. "/" .. name) == bytes, name .. " was changed")
+          assert(H.read_file(dir .. "/" .. name) == bytes, name .. " was changed")
         end
       end
     end)
@@ -195,9 +153,9 @@ describe("hostile files", function()
         local valid = template(k.kind)
         for _, len in ipairs({ 1, 8, 12, 64, 128, 200, 255 }) do
           local name = ("t-%s-%d"):format(k.kind, len)
-          write_file(dir .. "/" .. name, valid:sub(1, len))
+          H.write_file(dir .. "/" .. name, valid:sub(1, len))
           expect_code("error corrupt", { dir = dir, name = name, kind = k.kind, max = k.max })
-          assert.are.equal(valid:sub(1, len), read_file(dir .. "/" .. name))
+          assert.are.equal(valid:sub(1, len), H.read_file(dir .. "/" .. name))
         end
       end
     end)
@@ -208,10 +166,10 @@ describe("hostile files", function()
         local valid = template(k.kind)
         for _, len in ipairs({ 256, 257, 300, math.floor(#valid / 2), #valid - 1 }) do
           local name = ("c-%s-%d"):format(k.kind, len)
-          write_file(dir .. "/" .. name, valid:sub(1, len))
+          H.write_file(dir .. "/" .. name, valid:sub(1, len))
           local line = expect_code({ "acquired 1", "error corrupt" },
             { dir = dir, name = name, kind = k.kind, max = k.max }, name)
-          local size = #read_file(dir .. "/" .. name)
+          local size = #H.read_file(dir .. "/" .. name)
           if line == "acquired 1" then
             assert.are.equal(#valid, size)
             -- and it keeps working, in another process too
@@ -227,9 +185,9 @@ describe("hostile files", function()
       local dir = H.tmpdir()
       for _, k in ipairs(KINDS) do
         local name = "e-" .. k.kind
-        write_file(dir .. "/" .. name, "")
+        H.write_file(dir .. "/" .. name, "")
         expect_code("acquired 1", { dir = dir, name = name, kind = k.kind, max = k.max })
-        assert.are.equal(#template(k.kind), #read_file(dir .. "/" .. name))
+        assert.are.equal(#template(k.kind), #H.read_file(dir .. "/" .. name))
       end
       -- and it excludes across processes like any lock
       local l = wh.lock("e-lock", { dir = dir })
@@ -246,9 +204,9 @@ describe("hostile files", function()
         for i, magic in ipairs({ "XAITHDL1", "WAITHDL2", "WAITREG1", ("\0"):rep(8), ("\255"):rep(8) }) do
           local name = ("m-%s-%d"):format(k.kind, i)
           local bytes = patch(valid, 0, magic)
-          write_file(dir .. "/" .. name, bytes)
+          H.write_file(dir .. "/" .. name, bytes)
           expect_code("error corrupt", { dir = dir, name = name, kind = k.kind, max = k.max })
-          assert(read_file(dir .. "/" .. name) == bytes, name .. " was changed")
+          assert(H.read_file(dir .. "/" .. name) == bytes, name .. " was changed")
         end
       end
     end)
@@ -261,16 +219,16 @@ describe("hostile files", function()
         for _, v in ipairs({ 0, 2, 3, 256, 4294967295 }) do
           local name = ("v-%s-%d"):format(k.kind, v)
           local bytes = patch(valid, 8, u32le(v))
-          write_file(dir .. "/" .. name, bytes)
+          H.write_file(dir .. "/" .. name, bytes)
           expect_code("error mismatch", { dir = dir, name = name, kind = k.kind, max = k.max })
-          assert(read_file(dir .. "/" .. name) == bytes, name .. " was changed")
+          assert(H.read_file(dir .. "/" .. name) == bytes, name .. " was changed")
         end
       end
     end)
 
     it("of another kind or another max_count gives mismatch", function()
       local dir = H.tmpdir()
-      local made = spawn([[
+      local made = H.spawn([[
         assert(wh.lock("is-lock", { dir = ARGS.dir }):try_acquire()):release()
         assert(wh.semaphore("is-sem3", 3, { dir = ARGS.dir }):try_acquire()):release()
         assert(wh.rwlock("is-rw", { dir = ARGS.dir }):try_acquire_read()):release()
@@ -294,7 +252,7 @@ describe("hostile files", function()
 
     it("used by another kind in the same process gives mismatch", function()
       local dir = H.tmpdir()
-      local c = spawn([[
+      local c = H.spawn([[
         local l = wh.lock("same", { dir = ARGS.dir })
         local h = assert(l:try_acquire())
         for _, f in ipairs({
@@ -334,14 +292,14 @@ describe("hostile files", function()
       }
       for i, c in ipairs(cases) do
         local name = ("f-%d"):format(i)
-        write_file(dir .. "/" .. name, patch(template(c[1]), c[2], c[3]))
+        H.write_file(dir .. "/" .. name, patch(template(c[1]), c[2], c[3]))
         expect_code("error corrupt", { dir = dir, name = name, kind = c[1], max = c[1] == "semaphore" and 3 or nil },
           ("%s with offset %d patched"):format(c[1], c[2]))
       end
       -- another valid kind id in a file of the wrong layout: not a valid file of either kind
       for i, c in ipairs({ { "lock", 2 }, { "lock", 3 }, { "rwlock", 1 }, { "semaphore", 3 } }) do
         local name = ("k-%d"):format(i)
-        write_file(dir .. "/" .. name, patch(template(c[1]), 16, u32le(c[2])))
+        H.write_file(dir .. "/" .. name, patch(template(c[1]), 16, u32le(c[2])))
         expect_code({ "error corrupt", "error mismatch" },
           { dir = dir, name = name, kind = c[1], max = c[1] == "semaphore" and 3 or nil })
       end
@@ -387,8 +345,8 @@ describe("hostile files", function()
         for seed = 1, 6 do
           local name = ("z-%s-%d"):format(k.kind, seed)
           -- keep the immutable header (64 bytes), scramble everything after it
-          write_file(dir .. "/" .. name, valid:sub(1, 64) .. garbage(#valid - 64, seed * 104729))
-          local c = spawn(code, { dir = dir, name = name, kind = k.kind })
+          H.write_file(dir .. "/" .. name, valid:sub(1, 64) .. garbage(#valid - 64, seed * 104729))
+          local c = H.spawn(code, { dir = dir, name = name, kind = k.kind })
           local line = c:line(20)
           local st = c:wait(20)
           assert(st.code == 0 and line and line:match("^survived"),
@@ -403,7 +361,7 @@ describe("hostile files", function()
     it("a symbolic link at obj.path is never followed: unsafe, and its target is untouched", function()
       local dir, elsewhere = H.tmpdir(), H.tmpdir()
       local target = elsewhere .. "/precious"
-      write_file(target, "precious data\n")
+      H.write_file(target, "precious data\n")
       os.execute("touch -d @1000000000 '" .. target .. "'")
       assert.are.equal(1000000000, mtime(target))
       for _, k in ipairs(KINDS) do
@@ -412,18 +370,18 @@ describe("hostile files", function()
         expect_code("error unsafe", { dir = dir, name = name, kind = k.kind, max = k.max })
         assert.are.equal("link", T.stat(dir .. "/" .. name).type)
       end
-      assert.are.equal("precious data\n", read_file(target))
+      assert.are.equal("precious data\n", H.read_file(target))
       assert.are.equal(1000000000, mtime(target))
       assert.are.equal("file", T.stat(target).type)
     end)
 
     it("a symbolic link to a valid lock file elsewhere is not followed either", function()
       local dir, elsewhere = H.tmpdir(), H.tmpdir()
-      write_file(elsewhere .. "/real", template("lock"))
+      H.write_file(elsewhere .. "/real", template("lock"))
       os.execute("touch -d @1000000000 '" .. elsewhere .. "/real'")
       assert.is_true(T.symlink(elsewhere .. "/real", dir .. "/ln"))
       expect_code("error unsafe", { dir = dir, name = "ln", kind = "lock" })
-      assert(read_file(elsewhere .. "/real") == template("lock"), "the target was changed")
+      assert(H.read_file(elsewhere .. "/real") == template("lock"), "the target was changed")
       assert.are.equal(1000000000, mtime(elsewhere .. "/real"))
     end)
 
@@ -465,18 +423,18 @@ describe("hostile files", function()
         local dir, elsewhere = H.tmpdir(), H.tmpdir()
         local reg = dir .. "/.registry-00"
         if case[1] == "garbage" then
-          write_file(reg, garbage(4160, 99))
+          H.write_file(reg, garbage(4160, 99))
         elseif case[1] == "other version" then
           -- a registry shard as another version would write it: magic, version 2, zeros
-          write_file(reg, "WAITREG1" .. u32le(2) .. ("\0"):rep(4148))
+          H.write_file(reg, "WAITREG1" .. u32le(2) .. ("\0"):rep(4148))
         elseif case[1] == "symlink" then
-          write_file(elsewhere .. "/t", "keep")
+          H.write_file(elsewhere .. "/t", "keep")
           assert.is_true(T.symlink(elsewhere .. "/t", reg))
         else
           assert.is_true(T.mkfifo(reg))
         end
         expect_code(case[2], { dir = dir, name = "x", kind = "lock" }, "registry " .. case[1])
-        if case[1] == "symlink" then assert.are.equal("keep", read_file(elsewhere .. "/t")) end
+        if case[1] == "symlink" then assert.are.equal("keep", H.read_file(elsewhere .. "/t")) end
       end
     end)
   end)
@@ -521,11 +479,11 @@ describe("hostile files", function()
 
     it("that is a regular file gives unsafe or os, and the file is untouched", function()
       local base = H.tmpdir()
-      write_file(base .. "/plain", "keep me")
+      H.write_file(base .. "/plain", "keep me")
       for _, d in ipairs({ base .. "/plain", base .. "/plain/sub" }) do
         expect_code({ "error unsafe", "error os" }, { dir = d, name = "x", kind = "lock" }, d)
       end
-      assert.are.equal("keep me", read_file(base .. "/plain"))
+      assert.are.equal("keep me", H.read_file(base .. "/plain"))
       assert.are.equal("file", T.stat(base .. "/plain").type)
     end)
 
@@ -545,7 +503,7 @@ describe("hostile files", function()
       local dir = base .. "/locks"
       local names = { "../x", "/", "a\0b", ("\\"):rep(1000), "", ("n"):rep(10000), "..", ".",
         "../../../../../../tmp/wh-hostile-escape", "/etc/passwd", "x/../../y", "\0", ".registry-00" }
-      local c = spawn([[
+      local c = H.spawn([[
         for i, name in ipairs(ARGS.names) do
           for _, kind in ipairs({ "lock", "semaphore", "rwlock" }) do
             local o
@@ -587,7 +545,7 @@ describe("hostile files", function()
   describe("descriptors", function()
     it("do not leak over 200 create/acquire/release/collect cycles on one name", function()
       local dir = H.tmpdir()
-      local c = spawn([[
+      local c = H.spawn([[
         local dir = ARGS.dir
         local keep = wh.lock("leak", { dir = dir }) -- an object that stays open meanwhile
         local function cycle(i)
@@ -620,16 +578,16 @@ describe("hostile files", function()
 
     it("do not leak over 50 failed opens of each kind of bad file or directory", function()
       local dir, elsewhere = H.tmpdir(), H.tmpdir()
-      write_file(dir .. "/corrupt", garbage(1000, 5))
-      write_file(dir .. "/short", template("lock"):sub(1, 100))
-      write_file(dir .. "/version", patch(template("lock"), 8, u32le(9)))
+      H.write_file(dir .. "/corrupt", garbage(1000, 5))
+      H.write_file(dir .. "/short", template("lock"):sub(1, 100))
+      H.write_file(dir .. "/version", patch(template("lock"), 8, u32le(9)))
       assert.is_true(T.symlink(elsewhere .. "/t", dir .. "/link"))
       assert.is_true(T.mkfifo(dir .. "/fifo"))
       local ww = elsewhere .. "/ww"
       os.execute("mkdir '" .. ww .. "'")
       assert.is_true(T.chmod(ww, 511))
       assert.is_true(T.symlink(dir, elsewhere .. "/dirlink"))
-      local c = spawn([[
+      local c = H.spawn([[
         local cases = {
           { "corrupt", function() return wh.lock("corrupt", { dir = ARGS.dir }):try_acquire() end },
           { "short", function() return wh.lock("short", { dir = ARGS.dir }):try_acquire() end },

@@ -6,39 +6,6 @@ local wh = require "waithandles"
 local H = require "helpers"
 
 local unpack = table.unpack or unpack
-local function pack(...) return { n = select("#", ...), ... } end
-
--- The error a call raises (fails if it raises none).
-local function catch(f, ...)
-  local ok, err = pcall(f, ...)
-  assert(not ok, "expected an error, got success")
-  return err
-end
-
--- A waithandles error object with `code` (and, for an object, its name).
-local function assert_code(code, name, f, ...)
-  local err = catch(f, ...)
-  assert.are.equal("table", type(err), "expected an error object, got: " .. tostring(err))
-  assert.are.equal(code, err.code, tostring(err))
-  assert.are.equal("string", type(err.message))
-  if name then
-    assert.are.equal(name, err.name)
-    assert.is_truthy(err.message:find(name, 1, true), err.message)
-  end
-  local mt = getmetatable(err)
-  assert.are.equal("function", type(mt and mt.__tostring))
-  assert.are.equal("string", type(tostring(err)))
-  return err
-end
-
--- A standard Lua argument error: a string saying "bad argument #n to 'fname'".
-local function assert_argerror(n, fname, f, ...)
-  local err = catch(f, ...)
-  assert.are.equal("string", type(err), "expected an argument error, got: " .. tostring(err))
-  local want = ("bad argument #%d to '%s'"):format(n, fname)
-  assert.is_truthy(err:find(want, 1, true), ("expected %q in %q"):format(want, err))
-  return err
-end
 
 local function gc()
   collectgarbage()
@@ -52,11 +19,7 @@ describe("lock", function()
   before_each(function() dir = H.tmpdir() end)
   after_each(H.cleanup)
 
-  local function lock(name, opts)
-    opts = opts or {}
-    opts.dir = opts.dir or dir
-    return wh.lock(name, opts)
-  end
+  local function lock(name, opts) return H.lock_in(dir, name, opts) end
 
   -- A cancel function that calls f() once, as soon as `seconds` have passed
   -- since it was made, and never cancels: a way to change the world while a
@@ -71,33 +34,6 @@ describe("lock", function()
       end
       return false
     end
-  end
-
-  -- A cancel function that cancels after `seconds`: bounds a wait that a
-  -- broken implementation might not end.
-  local function watchdog(seconds)
-    local at = H.now() + seconds
-    return function() return H.now() >= at end
-  end
-
-  -- A child process that holds `name` until this process waits for it, then
-  -- `extra` seconds more: ends a long blocking wait without help from the
-  -- waiter (no cancel function that a broken implementation might ignore).
-  local function holder_until_waited(name, extra)
-    local c = H.spawn([[
-      local l = wh.lock(ARGS.name, { dir = ARGS.dir })
-      local h = assert(l:try_acquire())
-      say("held")
-      local deadline = T.now() + 20
-      while l:info().waiting < 1 do
-        if T.now() > deadline then say("nobody waited") os.exit(1) end
-        T.sleep(0.002)
-      end
-      T.sleep(ARGS.extra)
-      assert(h:release())
-    ]], { name = name, dir = dir, extra = extra })
-    c:expect("held")
-    return c
   end
 
   describe("try_acquire", function()
@@ -119,8 +55,8 @@ describe("lock", function()
       assert.is_nil(l:try_acquire(nil))
       assert.is_nil(l:try_acquire(0))
       -- (a cancel function as a watchdog: a wrong default would wait, not hang)
-      assert.is_nil(l:try_acquire(nil, { cancel = watchdog(5) }))
-      assert.is_nil(l:try_acquire_async(nil, { cancel = watchdog(5) }))
+      assert.is_nil(l:try_acquire(nil, { cancel = H.watchdog(5) }))
+      assert.is_nil(l:try_acquire_async(nil, { cancel = H.watchdog(5) }))
       assert.is_true(h:is_held())
     end)
 
@@ -163,7 +99,7 @@ describe("lock", function()
       local l = lock("jobs")
       local h = assert(l:try_acquire())
       local err
-      local dt = H.time(function() err = assert_code("timeout", "jobs", l.acquire, l, 0.2) end)
+      local dt = H.time(function() err = H.assert_code("timeout", "jobs", l.acquire, l, 0.2) end)
       assert.is_true(dt >= 0.19, "raised after " .. dt .. " s")
       assert.is_true(dt < 10)
       assert.is_truthy(tostring(err):find("jobs", 1, true), tostring(err))
@@ -174,13 +110,13 @@ describe("lock", function()
     it("with timeout 0 makes one attempt and raises 'timeout'", function()
       local l = lock("jobs")
       local _h = assert(l:try_acquire())
-      assert_code("timeout", "jobs", l.acquire, l, 0)
+      H.assert_code("timeout", "jobs", l.acquire, l, 0)
     end)
 
     it("waits without a time limit by default and for math.huge", function()
       local l = lock("jobs")
       for _, case in ipairs({ { "acquire" }, { "acquire", math.huge }, { "try_acquire", math.huge } }) do
-        local c = holder_until_waited("jobs", 0.3)
+        local c = H.lock_holder_until_waited(dir, "jobs", 0.3)
         local t0 = H.now()
         local h = l[case[1]](l, case[2])
         local dt = H.now() - t0
@@ -199,9 +135,9 @@ describe("lock", function()
       local h = assert(l:try_acquire())
       assert.is_nil(l:try_acquire())
       assert.is_nil(l:try_acquire(0.05))
-      assert.is_nil(l:try_acquire(nil, { cancel = watchdog(5) }))
-      assert_code("timeout", "jobs", l.acquire, l, 0.05)
-      assert.is_nil(l:try_acquire_async(nil, { cancel = watchdog(5) }))
+      assert.is_nil(l:try_acquire(nil, { cancel = H.watchdog(5) }))
+      H.assert_code("timeout", "jobs", l.acquire, l, 0.05)
+      assert.is_nil(l:try_acquire_async(nil, { cancel = H.watchdog(5) }))
       assert.is_true(h:is_held())
       assert.are.equal(1, l:info().held)
     end)
@@ -211,7 +147,7 @@ describe("lock", function()
       local h = assert(a:try_acquire())
       assert.is_nil(b:try_acquire())
       assert.is_nil(b:try_acquire(0.05))
-      assert_code("timeout", "jobs", b.acquire, b, 0.05)
+      H.assert_code("timeout", "jobs", b.acquire, b, 0.05)
       h:release()
       local h2 = assert(b:try_acquire())
       assert.is_nil(a:try_acquire())
@@ -399,7 +335,7 @@ describe("lock", function()
       local l = lock("jobs")
       local h = assert(l:acquire(5))
       local seen
-      local r = pack(wh.using(h, function(hh, a, b, c)
+      local r = H.pack(wh.using(h, function(hh, a, b, c)
         seen = { hh = hh, a = a, b = b, c = c, held = hh:is_held(), busy = l:try_acquire() == nil }
         return "x", nil, 3, nil
       end, 1, nil, "c"))
@@ -472,20 +408,20 @@ describe("lock", function()
       local l = lock("jobs")
       local called = false
       local fn = function() called = true end
-      assert_argerror(1, "using", wh.using, nil, fn)
-      assert_argerror(1, "using", wh.using, "handle", fn)
-      assert_argerror(1, "using", wh.using, {}, fn)
-      assert_argerror(1, "using", wh.using, 42, fn)
+      H.assert_bad_argument(1, "using", wh.using, nil, fn)
+      H.assert_bad_argument(1, "using", wh.using, "handle", fn)
+      H.assert_bad_argument(1, "using", wh.using, {}, fn)
+      H.assert_bad_argument(1, "using", wh.using, 42, fn)
       assert.is_false(called)
       local h = assert(l:try_acquire())
-      assert_argerror(2, "using", wh.using, h, nil)
-      assert_argerror(2, "using", wh.using, h, "fn")
-      assert_argerror(2, "using", wh.using, h, {})
+      H.assert_bad_argument(2, "using", wh.using, h, nil)
+      H.assert_bad_argument(2, "using", wh.using, h, "fn")
+      H.assert_bad_argument(2, "using", wh.using, h, {})
     end)
 
     it("rejects a userdata that is not a handle, before calling fn", function()
       local called = false
-      assert_argerror(1, "using", wh.using, io.stdout, function() called = true end)
+      H.assert_bad_argument(1, "using", wh.using, io.stdout, function() called = true end)
       assert.is_false(called)
     end)
 
@@ -493,7 +429,7 @@ describe("lock", function()
       local l = lock("jobs")
       local _h = assert(l:try_acquire())
       local called = false
-      assert_argerror(1, "using", wh.using, l:try_acquire(), function() called = true end)
+      H.assert_bad_argument(1, "using", wh.using, l:try_acquire(), function() called = true end)
       assert.is_false(called)
     end)
   end)
@@ -527,7 +463,7 @@ describe("lock", function()
 
     it("takes no arguments", function()
       local l = lock("jobs")
-      assert_argerror(1, "info", l.info, l, "x")
+      H.assert_bad_argument(1, "info", l.info, l, "x")
     end)
   end)
 
@@ -579,10 +515,10 @@ describe("lock", function()
     end)
 
     it("checks its arguments", function()
-      assert_argerror(1, "remove", wh.remove, 42, { dir = dir })
-      assert_argerror(1, "remove", wh.remove, nil, { dir = dir })
-      assert_argerror(2, "remove", wh.remove, "x", { dir = dir, bogus = true })
-      assert_argerror(2, "remove", wh.remove, "x", "dir")
+      H.assert_bad_argument(1, "remove", wh.remove, 42, { dir = dir })
+      H.assert_bad_argument(1, "remove", wh.remove, nil, { dir = dir })
+      H.assert_bad_argument(2, "remove", wh.remove, "x", { dir = dir, bogus = true })
+      H.assert_bad_argument(2, "remove", wh.remove, "x", "dir")
     end)
   end)
 
@@ -603,7 +539,7 @@ describe("lock", function()
     it("2147483.647 is accepted for a wait, not only for a free lock", function()
       local l = lock("jobs")
       for _, m in ipairs({ "acquire", "try_acquire" }) do
-        local c = holder_until_waited("jobs", 0.05)
+        local c = H.lock_holder_until_waited(dir, "jobs", 0.05)
         local h = l[m](l, 2147483.647)
         c:ok()
         assert.is_truthy(h, m)
@@ -617,10 +553,10 @@ describe("lock", function()
       local bad = { -1, -0.001, -math.huge, 0 / 0, 2147483.648, 2147483.7, 1e300, "1", "0", {}, true }
       for _, m in ipairs(METHODS) do
         for _, t in ipairs(bad) do
-          assert_argerror(1, m, l[m], l, t)
+          H.assert_bad_argument(1, m, l[m], l, t)
         end
         -- an options table is never accepted in the timeout position
-        assert_argerror(1, m, l[m], l, { cancel = wh.cancel_token() })
+        H.assert_bad_argument(1, m, l[m], l, { cancel = wh.cancel_token() })
       end
       -- nothing was acquired or left waiting by the failed calls
       local i = l:info()
@@ -632,9 +568,9 @@ describe("lock", function()
       local l = lock("jobs")
       local _h = assert(l:try_acquire())
       for _, m in ipairs(METHODS) do
-        assert_argerror(1, m, l[m], l, -1)
-        assert_argerror(1, m, l[m], l, "1")
-        assert_argerror(1, m, l[m], l, 2147483.648)
+        H.assert_bad_argument(1, m, l[m], l, -1)
+        H.assert_bad_argument(1, m, l[m], l, "1")
+        H.assert_bad_argument(1, m, l[m], l, 2147483.648)
       end
     end)
   end)
@@ -664,8 +600,8 @@ describe("lock", function()
       }
       for _, m in ipairs(METHODS) do
         for _, o in ipairs(bad) do
-          assert_argerror(2, m, l[m], l, 0, o)
-          assert_argerror(2, m, l[m], l, nil, o)
+          H.assert_bad_argument(2, m, l[m], l, 0, o)
+          H.assert_bad_argument(2, m, l[m], l, nil, o)
         end
       end
       assert.are.equal(0, l:info().held)
@@ -679,10 +615,10 @@ describe("lock", function()
       }
       for _, m in ipairs(METHODS) do
         for _, o in ipairs(bad) do
-          assert_argerror(2, m, l[m], l, 0, o)
+          H.assert_bad_argument(2, m, l[m], l, 0, o)
         end
         for _, o in ipairs({ "opts", 1, true }) do
-          assert_argerror(2, m, l[m], l, 0, o)
+          H.assert_bad_argument(2, m, l[m], l, 0, o)
         end
       end
       assert.are.equal(0, l:info().held)
@@ -694,12 +630,12 @@ describe("lock", function()
       local called = 0
       local sleep = function() called = called + 1 error("sleep was called") end
       assert.is_nil(l:try_acquire(0.1, { sleep = sleep }))
-      assert_code("timeout", "jobs", l.acquire, l, 0.1, { sleep = sleep })
+      H.assert_code("timeout", "jobs", l.acquire, l, 0.1, { sleep = sleep })
       assert.are.equal(0, called)
       -- and so is the object's sleep option
       local l2 = lock("jobs", { sleep = sleep })
       assert.is_nil(l2:try_acquire(0.1))
-      assert_code("timeout", "jobs", l2.acquire, l2, 0.1)
+      H.assert_code("timeout", "jobs", l2.acquire, l2, 0.1)
       assert.are.equal(0, called)
     end)
   end)
@@ -730,11 +666,11 @@ describe("lock", function()
     it("reject unknown keys and per-call options", function()
       for _, o in ipairs({ { bogus = 1 }, { cancel = wh.cancel_token() }, { timeout = 1 }, { true } }) do
         o.dir = dir
-        assert_argerror(2, "lock", wh.lock, "x", o)
-        assert_argerror(2, "rwlock", wh.rwlock, "x", o)
-        assert_argerror(3, "semaphore", wh.semaphore, "x", 2, o)
-        assert_argerror(1, "provider", wh.provider, o)
-        assert_argerror(2, "lock", wh.provider({ dir = dir }).lock, wh.provider({ dir = dir }), "x", o)
+        H.assert_bad_argument(2, "lock", wh.lock, "x", o)
+        H.assert_bad_argument(2, "rwlock", wh.rwlock, "x", o)
+        H.assert_bad_argument(3, "semaphore", wh.semaphore, "x", 2, o)
+        H.assert_bad_argument(1, "provider", wh.provider, o)
+        H.assert_bad_argument(2, "lock", wh.provider({ dir = dir }).lock, wh.provider({ dir = dir }), "x", o)
       end
     end)
 
@@ -750,18 +686,18 @@ describe("lock", function()
       }
       for _, o in ipairs(bad) do
         if o.dir == nil then o.dir = dir end
-        assert_argerror(2, "lock", wh.lock, "x", o)
-        assert_argerror(1, "provider", wh.provider, o)
+        H.assert_bad_argument(2, "lock", wh.lock, "x", o)
+        H.assert_bad_argument(1, "provider", wh.provider, o)
       end
-      assert_argerror(2, "lock", wh.lock, "x", "opts")
-      assert_argerror(2, "lock", wh.lock, "x", 5)
-      assert_argerror(1, "provider", wh.provider, "opts")
+      H.assert_bad_argument(2, "lock", wh.lock, "x", "opts")
+      H.assert_bad_argument(2, "lock", wh.lock, "x", 5)
+      H.assert_bad_argument(1, "provider", wh.provider, "opts")
     end)
 
     it("reject a name that is not a string", function()
-      assert_argerror(1, "lock", wh.lock, 42, { dir = dir })
-      assert_argerror(1, "lock", wh.lock, nil, { dir = dir })
-      assert_argerror(1, "lock", wh.lock, {}, { dir = dir })
+      H.assert_bad_argument(1, "lock", wh.lock, 42, { dir = dir })
+      H.assert_bad_argument(1, "lock", wh.lock, nil, { dir = dir })
+      H.assert_bad_argument(1, "lock", wh.lock, {}, { dir = dir })
     end)
 
     it("a provider's options apply to its locks", function()
@@ -780,7 +716,7 @@ describe("lock", function()
     it("timeout: code, message and name, with a __tostring naming the lock", function()
       local l = lock("err-lock")
       local _h = assert(l:try_acquire())
-      local err = assert_code("timeout", "err-lock", l.acquire, l, 0.01)
+      local err = H.assert_code("timeout", "err-lock", l.acquire, l, 0.01)
       assert.is_nil(err.errno)
       assert.is_truthy(tostring(err):find("err-lock", 1, true))
       assert.is_truthy(tostring(err):find("timeout", 1, true))
@@ -789,7 +725,7 @@ describe("lock", function()
     it("mismatch: a name used by another kind", function()
       local l = lock("kind")
       assert.is_truthy(l:try_acquire())
-      assert_code("mismatch", "kind", function()
+      H.assert_code("mismatch", "kind", function()
         local rw = wh.rwlock("kind", { dir = dir })
         rw:try_acquire_read()
       end)
@@ -799,15 +735,15 @@ describe("lock", function()
       local f = assert(io.open(dir .. "/junk", "wb"))
       f:write(("not a lock file\n"):rep(512))
       f:close()
-      assert_code("corrupt", "junk", function()
+      H.assert_code("corrupt", "junk", function()
         lock("junk"):try_acquire()
       end)
     end)
 
     it("argument errors are strings", function()
       local l = lock("jobs")
-      assert.are.equal("string", type(catch(l.try_acquire, l, -1)))
-      assert.are.equal("string", type(catch(wh.lock, "x", { bogus = 1 })))
+      assert.are.equal("string", type(H.catch(l.try_acquire, l, -1)))
+      assert.are.equal("string", type(H.catch(wh.lock, "x", { bogus = 1 })))
     end)
   end)
 

@@ -6,110 +6,18 @@ local H = require "helpers"
 local wh = require "waithandles"
 local T = H.whtest
 
--- Globals for the children: files as signals, and waiting for waiters.
-local PRELUDE = [[
-function touch(p) local f = assert(io.open(p, "w")) f:close() end
-function exists(p) local f = io.open(p, "r") if f then f:close() return true end return false end
-function wait_file(p, t)
-  local deadline = T.now() + (t or 30)
-  while not exists(p) do
-    if T.now() > deadline then error("timed out waiting for file " .. p) end
-    T.sleep(0.002)
-  end
-end
-function wait_waiting(obj, n, t)
-  local deadline = T.now() + (t or 30)
-  while obj:info().waiting < n do
-    if T.now() > deadline then error("timed out waiting for " .. n .. " waiter(s)") end
-    T.sleep(0.002)
-  end
-end
-function read_file(p) local f = assert(io.open(p, "r")) local s = f:read("*a") f:close() return s end
-function write_file(p, s) local f = assert(io.open(p, "w")) f:write(s) f:close() end
-]]
-
-local children = {}
-
-local function spawn(code, args)
-  local c = H.spawn(PRELUDE .. code, args)
-  children[#children + 1] = c
-  return c
-end
-
-local function reap_all()
-  for _, c in ipairs(children) do
-    if c.status == nil then
-      c:kill(T.SIGKILL)
-      pcall(c.wait, c, 5)
-    end
-  end
-  children = {}
-end
-
--- Waits until cond() holds, failing at once (with what they said) if one of
--- the children ends first. Reads their output into their buffers without
--- consuming lines, so child:expect still sees everything.
-local function await(cs, cond, what, timeout)
-  if cs.pid then cs = { cs } end
-  local deadline = T.now() + (timeout or 10)
-  while not cond() do
-    for _, c in ipairs(cs) do
-      local data = T.read(c.fd, 0.002)
-      if data == "" then
-        error(("child %d ended while waiting for %s; it said:\n%s"):format(c.pid, what,
-          table.concat(c.log, "\n") .. c.buf), 2)
-      end
-      if data then c.buf = c.buf .. data end
-    end
-    if T.now() > deadline then error("not within " .. (timeout or 10) .. " s: " .. what, 2) end
-  end
-end
-
-local function touch(p)
-  local f = assert(io.open(p, "w"))
-  f:close()
-end
-
-local function read_file(p)
-  local f = assert(io.open(p, "r"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write_file(p, s)
-  local f = assert(io.open(p, "w"))
-  f:write(s)
-  f:close()
-end
-
--- A child that reports what a try on `name` gives it: "busy" or "acquired".
-local function probe(dir, name)
-  local c = spawn([[
-    local h = wh.lock(ARGS.name, { dir = ARGS.dir }):try_acquire()
-    say(h and "acquired" or "busy")
-    if h then h:release() end
-  ]], { dir = dir, name = name })
-  local l = c:line(10)
-  c:ok()
-  return l
-end
-
 describe("across processes", function()
-  after_each(function()
-    reap_all()
-    H.cleanup()
-  end)
+  after_each(H.cleanup)
 
   it("a lock held by a child excludes the parent; released, it passes to the parent blocked in acquire", function()
     local dir = H.tmpdir()
     local l = wh.lock("x", { dir = dir })
-    local c = spawn([[
+    local c = H.spawn([[
       local l = wh.lock("x", { dir = ARGS.dir })
       local h = assert(l:try_acquire())
       say("held")
       wait_file(ARGS.dir .. "/parent-blocks")
-      wait_waiting(l, 1)                  -- the parent waits in acquire(10) now
+      wait_info(l, "waiting", 1) -- the parent waits in acquire(10) now
       assert(h:is_held() == true)
       say("releasing")
       assert(h:release() == true)
@@ -129,16 +37,16 @@ describe("across processes", function()
     assert.is_true(#info.holders <= 1)
     if #info.holders == 1 then assert.are.equal(c.pid, info.holders[1].pid) end
 
-    touch(dir .. "/parent-blocks")
+    H.touch(dir .. "/parent-blocks")
     local h = l:acquire(10)
     assert.is_true(h:is_held())
     c:expect("released")
     c:ok()
     -- the parent holds it now: a third process is excluded
-    assert.are.equal("busy", probe(dir, "x"))
+    assert.are.equal("busy", H.probe_lock(dir, "x"))
     assert.are.equal(1, l:info().held)
     assert.is_true(h:release())
-    assert.are.equal("acquired", probe(dir, "x"))
+    assert.are.equal("acquired", H.probe_lock(dir, "x"))
     assert.are.equal(0, l:info().held)
   end)
 
@@ -146,7 +54,7 @@ describe("across processes", function()
     local dir = H.tmpdir()
     local l = wh.lock("y", { dir = dir })
     local h = assert(l:try_acquire())
-    local c = spawn([[
+    local c = H.spawn([[
       local l = wh.lock("y", { dir = ARGS.dir })
       say(l:try_acquire() == nil and "busy" or "acquired")
       local ok, err = pcall(l.acquire, l, 0.1)
@@ -159,12 +67,12 @@ describe("across processes", function()
     ]], { dir = dir })
     c:expect("busy")
     c:expect("timeout")
-    await(c, function() return l:info().waiting == 1 end, "the child waits")
+    H.await(c, function() return l:info().waiting == 1 end, "the child waits")
     assert.is_true(h:release())
     c:expect("got")
     assert.is_nil(l:try_acquire())
     assert.are.equal(1, l:info().held)
-    touch(dir .. "/go")
+    H.touch(dir .. "/go")
     c:expect("done")
     c:ok()
     local h2 = l:try_acquire()
@@ -191,10 +99,10 @@ describe("across processes", function()
       assert(h:release() == true)
     ]]
     local w = {
-      blocking = spawn(code, { dir = dir, me = "blocking", async = false }),
-      async = spawn(code, { dir = dir, me = "async", async = true }),
+      blocking = H.spawn(code, { dir = dir, me = "blocking", async = false }),
+      async = H.spawn(code, { dir = dir, me = "async", async = true }),
     }
-    await({ w.blocking, w.async }, function() return l:info().waiting == 2 end, "two waiters")
+    H.await({ w.blocking, w.async }, function() return l:info().waiting == 2 end, "two waiters")
     assert.is_nil(l:try_acquire())
     assert.is_true(h:release())
     -- exactly one of them gets it; the other only once it is passed on
@@ -209,11 +117,11 @@ describe("across processes", function()
     assert.is_nil(l:try_acquire())
     assert.are.equal(1, l:info().held)
     assert.are.equal(1, l:info().waiting)
-    touch(dir .. "/pass-" .. first)
+    H.touch(dir .. "/pass-" .. first)
     w[first]:ok()
     w[second]:expect("got it")
     assert.is_nil(l:try_acquire())
-    touch(dir .. "/pass-" .. second)
+    H.touch(dir .. "/pass-" .. second)
     w[second]:ok()
     assert.are.equal(0, l:info().held)
     assert.are.equal(0, l:info().waiting)
@@ -223,13 +131,13 @@ describe("across processes", function()
     local dir = H.tmpdir()
     local l = wh.lock("c", { dir = dir })
     local h = assert(l:try_acquire())
-    local c = spawn([[
+    local c = H.spawn([[
       local l = wh.lock("c", { dir = ARGS.dir })
       local h = l:acquire_async(20, { sleep = T.sleep }) -- a C function, as ngx.sleep is
       say("got it")
       h:release()
     ]], { dir = dir })
-    await(c, function() return l:info().waiting == 1 end, "the poller to wait")
+    H.await(c, function() return l:info().waiting == 1 end, "the poller to wait")
     assert.is_true(h:release())
     c:expect("got it")
     c:ok()
@@ -241,7 +149,7 @@ describe("across processes", function()
   local function counter_run(nproc, iters, async)
     local dir = H.tmpdir()
     local counter = dir .. "/counter.txt"
-    write_file(counter, "0")
+    H.write_file(counter, "0")
     local code = [[
       local l = wh.lock("counter", { dir = ARGS.dir })
       local path = ARGS.dir .. "/counter.txt"
@@ -264,13 +172,13 @@ describe("across processes", function()
     ]]
     local cs = {}
     for i = 1, nproc do
-      cs[i] = spawn(code, { dir = dir, n = iters, async = async(i) })
+      cs[i] = H.spawn(code, { dir = dir, n = iters, async = async(i) })
     end
     for i = 1, nproc do cs[i]:expect("ready") end
-    touch(dir .. "/go")
+    H.touch(dir .. "/go")
     for i = 1, nproc do cs[i]:expect("done", 60) end
     for i = 1, nproc do cs[i]:ok() end
-    assert.are.equal(tostring(nproc * iters), read_file(counter))
+    assert.are.equal(tostring(nproc * iters), H.read_file(counter))
     local info = wh.lock("counter", { dir = dir }):info()
     assert.are.equal(0, info.held)
     assert.are.equal(0, info.waiting)
@@ -286,10 +194,10 @@ describe("across processes", function()
 
   it("a semaphore with max_count 2 never admits more than 2 processes at once", function()
     local dir = H.tmpdir()
-    write_file(dir .. "/inside.txt", "0 0")
+    H.write_file(dir .. "/inside.txt", "0 0")
     local cs = {}
     for i = 1, 6 do
-      cs[i] = spawn([[
+      cs[i] = H.spawn([[
         local sem = wh.semaphore("pool", 2, { dir = ARGS.dir })
         local meta = wh.lock("meta", { dir = ARGS.dir })
         local path = ARGS.dir .. "/inside.txt"
@@ -314,10 +222,10 @@ describe("across processes", function()
       ]], { dir = dir })
     end
     for i = 1, 6 do cs[i]:expect("ready") end
-    touch(dir .. "/go")
+    H.touch(dir .. "/go")
     for i = 1, 6 do cs[i]:expect("done", 60) end
     for i = 1, 6 do cs[i]:ok() end
-    local now, max = read_file(dir .. "/inside.txt"):match("^(%d+) (%d+)$")
+    local now, max = H.read_file(dir .. "/inside.txt"):match("^(%d+) (%d+)$")
     assert.are.equal("0", now)
     assert.is_true(tonumber(max) >= 1 and tonumber(max) <= 2, "max inside: " .. max)
     local info = wh.semaphore("pool", 2, { dir = dir }):info()
@@ -327,7 +235,7 @@ describe("across processes", function()
 
   it("rwlock writers exclude each other and readers across processes", function()
     local dir = H.tmpdir()
-    write_file(dir .. "/data.txt", "0")
+    H.write_file(dir .. "/data.txt", "0")
     local writer = [[
       local rw = wh.rwlock("data", { dir = ARGS.dir })
       local path = ARGS.dir .. "/data.txt"
@@ -362,13 +270,13 @@ describe("across processes", function()
       say("done")
     ]]
     local cs = {}
-    for i = 1, 3 do cs[#cs + 1] = spawn(writer, { dir = dir }) end
-    for i = 1, 3 do cs[#cs + 1] = spawn(reader, { dir = dir }) end
+    for i = 1, 3 do cs[#cs + 1] = H.spawn(writer, { dir = dir }) end
+    for i = 1, 3 do cs[#cs + 1] = H.spawn(reader, { dir = dir }) end
     for _, c in ipairs(cs) do c:expect("ready") end
-    touch(dir .. "/go")
+    H.touch(dir .. "/go")
     for _, c in ipairs(cs) do c:expect("done", 60) end
     for _, c in ipairs(cs) do c:ok() end
-    assert.are.equal("300", read_file(dir .. "/data.txt"))
+    assert.are.equal("300", H.read_file(dir .. "/data.txt"))
     local info = wh.rwlock("data", { dir = dir }):info()
     assert.are.equal(0, info.held)
     assert.is_false(info.writer)
@@ -377,8 +285,8 @@ describe("across processes", function()
 
   it("two processes alternate hand-over 2 x 200 times in strict turn", function()
     local dir = H.tmpdir()
-    write_file(dir .. "/turn", "A")
-    write_file(dir .. "/log", "")
+    H.write_file(dir .. "/turn", "A")
+    H.write_file(dir .. "/log", "")
     local code = [[
       local l = wh.lock("pingpong", { dir = ARGS.dir })
       local turn, log = ARGS.dir .. "/turn", ARGS.dir .. "/log"
@@ -401,17 +309,17 @@ describe("across processes", function()
       end
       say("done")
     ]]
-    local a = spawn(code, { dir = dir, me = "A", other = "B", n = 200 })
-    local b = spawn(code, { dir = dir, me = "B", other = "A", n = 200 })
+    local a = H.spawn(code, { dir = dir, me = "A", other = "B", n = 200 })
+    local b = H.spawn(code, { dir = dir, me = "B", other = "A", n = 200 })
     a:expect("ready")
     b:expect("ready")
     local t0 = T.now()
-    touch(dir .. "/go")
+    H.touch(dir .. "/go")
     a:expect("done", 60)
     b:expect("done", 60)
     a:ok()
     b:ok()
-    assert.are.equal(("AB"):rep(200), read_file(dir .. "/log"))
+    assert.are.equal(("AB"):rep(200), H.read_file(dir .. "/log"))
     assert.is_true(T.now() - t0 < 30)
     assert.are.equal(0, wh.lock("pingpong", { dir = dir }):info().held)
   end)

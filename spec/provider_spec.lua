@@ -4,48 +4,13 @@ local wh = require "waithandles"
 local H = require "helpers"
 local T = H.whtest
 
-local function error_of(f)
-  local ok, err = pcall(f)
-  assert.is_false(ok, "expected an error")
-  return err
-end
-
-local function assert_argerror(want, f)
-  local err = error_of(f)
-  assert.are.equal("string", type(err), "an argument error is a string, got " .. tostring(err))
-  assert.is_truthy(err:find(want, 1, true), ("expected %q in %q"):format(want, err))
-end
-
-local function assert_code(code, f)
-  local err = error_of(f)
-  assert.are.equal("table", type(err), "expected an error object, got " .. tostring(err))
-  assert.are.equal(code, err.code, tostring(err))
-  return err
-end
-
+-- Whether a file is there (by stat, not H.exists: whether or not it can be opened).
 local function exists(path)
   return T.stat(path) ~= nil
 end
 
 local function full_gc()
   for _ = 1, 4 do collectgarbage() end
-end
-
--- Waits until a child may go on: it polls for the file ARGS.go.
-local WAIT_GO = [[
-  local function wait_go()
-    local deadline = T.now() + 30
-    while T.now() < deadline do
-      local f = io.open(ARGS.go, "r")
-      if f then f:close() return end
-      T.sleep(0.002)
-    end
-    error("no go")
-  end
-]]
-
-local function go(path)
-  assert(io.open(path, "w")):close()
 end
 
 local function quote(s)
@@ -207,7 +172,7 @@ describe("provider", function()
       assert.is_true((used.call or 0) > 0)
       used = {}
       local sh = p:semaphore("s", 1):try_acquire()
-      assert_code("timeout", function() p:semaphore("s", 1):acquire_async(0.05) end)
+      H.assert_code("timeout", nil, function() p:semaphore("s", 1):acquire_async(0.05) end)
       assert.is_true((used.provider or 0) > 0)
       sh:release()
       holder:release()
@@ -217,10 +182,10 @@ describe("provider", function()
       local dir = H.tmpdir()
       local p = wh.provider { dir = dir, exact_name = true }
       assert.are.equal("ok-1", p:lock("ok-1").name)
-      local err = assert_code("invalid_name", function() p:lock("a/b") end)
+      local err = H.assert_code("invalid_name", nil, function() p:lock("a/b") end)
       assert.are.equal("a/b", err.name)
-      assert_code("invalid_name", function() p:semaphore("a b", 2) end)
-      assert_code("invalid_name", function() p:rwlock(".x") end)
+      H.assert_code("invalid_name", nil, function() p:semaphore("a b", 2) end)
+      H.assert_code("invalid_name", nil, function() p:rwlock(".x") end)
       local l = p:lock("a/b", { exact_name = false })
       assert.are.equal(wh.safe_name("a/b"), l.name)
       assert.are.equal(dir .. "/" .. wh.safe_name("a/b"), l.path)
@@ -256,28 +221,28 @@ describe("provider", function()
       }
       local p = wh.provider { dir = dir }
       for _, o in ipairs(bad) do
-        assert_argerror("bad argument #1 to 'provider'", function() wh.provider(o) end)
+        H.assert_argerror("bad argument #1 to 'provider'", function() wh.provider(o) end)
         local o2 = {}
         for k, v in pairs(o) do o2[k] = v end
         if o2.dir == nil then o2.dir = dir end
-        assert_argerror("bad argument #2 to 'lock'", function() p:lock("x", o2) end)
-        assert_argerror("bad argument #3 to 'semaphore'", function() p:semaphore("x", 2, o2) end)
-        assert_argerror("bad argument #2 to 'rwlock'", function() p:rwlock("x", o2) end)
-        assert_argerror("bad argument #2 to 'remove'", function() p:remove("x", o2) end)
-        assert_argerror("bad argument #2 to 'lock'", function() wh.lock("x", o2) end)
+        H.assert_argerror("bad argument #2 to 'lock'", function() p:lock("x", o2) end)
+        H.assert_argerror("bad argument #3 to 'semaphore'", function() p:semaphore("x", 2, o2) end)
+        H.assert_argerror("bad argument #2 to 'rwlock'", function() p:rwlock("x", o2) end)
+        H.assert_argerror("bad argument #2 to 'remove'", function() p:remove("x", o2) end)
+        H.assert_argerror("bad argument #2 to 'lock'", function() wh.lock("x", o2) end)
       end
-      assert_argerror("bad argument #1 to 'provider'", function() wh.provider(5) end)
-      assert_argerror("bad argument #1 to 'provider'", function() wh.provider("dir") end)
-      assert_argerror("bad argument #2 to 'provider'", function() wh.provider({ dir = dir }, 1) end)
-      assert_argerror("bad argument #2 to 'lock'", function() p:lock("x", 5) end)
-      assert_argerror("bad argument #1 to 'lock'", function() p:lock(5) end)
-      assert_argerror("bad argument #1 to 'lock'", function() p:lock() end)
-      assert_argerror("bad argument #3 to 'lock'", function() p:lock("x", nil, 1) end)
-      assert_argerror("bad argument #2 to 'semaphore'", function() p:semaphore("x", 0) end)
-      assert_argerror("bad argument #1 to 'remove'", function() p:remove(5) end)
+      H.assert_argerror("bad argument #1 to 'provider'", function() wh.provider(5) end)
+      H.assert_argerror("bad argument #1 to 'provider'", function() wh.provider("dir") end)
+      H.assert_argerror("bad argument #2 to 'provider'", function() wh.provider({ dir = dir }, 1) end)
+      H.assert_argerror("bad argument #2 to 'lock'", function() p:lock("x", 5) end)
+      H.assert_argerror("bad argument #1 to 'lock'", function() p:lock(5) end)
+      H.assert_argerror("bad argument #1 to 'lock'", function() p:lock() end)
+      H.assert_argerror("bad argument #3 to 'lock'", function() p:lock("x", nil, 1) end)
+      H.assert_argerror("bad argument #2 to 'semaphore'", function() p:semaphore("x", 0) end)
+      H.assert_argerror("bad argument #1 to 'remove'", function() p:remove(5) end)
       -- methods called without the provider
-      assert_argerror("bad argument", function() p.lock("x") end)
-      assert_argerror("bad argument", function() p.semaphore("x", 2) end)
+      H.assert_argerror("bad argument", function() p.lock("x") end)
+      H.assert_argerror("bad argument", function() p.semaphore("x", 2) end)
       -- nothing was created by the rejected calls
       assert.is_nil(T.stat(dir .. "/x"))
       -- valid values are accepted
@@ -387,18 +352,18 @@ describe("provider", function()
     it("returns false while another process has the object open, true after it exited", function()
       local dir = H.tmpdir()
       local p = wh.provider { dir = dir }
-      local c = H.spawn(WAIT_GO .. [[
+      local c = H.spawn([[
         local l = wh.lock("x", { dir = ARGS.dir })
         local s = wh.semaphore("s", 2, { dir = ARGS.dir })
         say("open")
-        wait_go()
+        wait_file(ARGS.go)
       ]], { dir = dir, go = dir .. "/go" })
       c:expect("open")
       assert.is_false(p:remove("x"))
       assert.is_false(p:remove("s"))
       assert.is_false(wh.remove("x", { dir = dir }))
       assert.is_true(exists(dir .. "/x"))
-      go(dir .. "/go")
+      H.touch(dir .. "/go")
       c:ok()
       assert.is_true(p:remove("x"))
       assert.is_true(p:remove("s"))
@@ -424,11 +389,11 @@ describe("provider", function()
     it("never splits a name into two objects", function()
       local dir = H.tmpdir()
       local p = wh.provider { dir = dir }
-      local c = H.spawn(WAIT_GO .. [[
+      local c = H.spawn([[
         local l = wh.lock("n", { dir = ARGS.dir })
         local h = assert(l:try_acquire())
         say("held")
-        wait_go()
+        wait_file(ARGS.go)
         h:release()
       ]], { dir = dir, go = dir .. "/go" })
       c:expect("held")
@@ -438,7 +403,7 @@ describe("provider", function()
       do
         local l = p:lock("n")
         assert.is_nil(l:try_acquire())
-        go(dir .. "/go")
+        H.touch(dir .. "/go")
         c:ok()
         assert.is_truthy(l:try_acquire(), "the child's release is seen through the same object")
         assert.is_false(p:remove("n"))
@@ -484,14 +449,14 @@ describe("provider", function()
       assert.is_true(exists(dir .. "/a_2Fb"))
       assert.is_true(p:remove("a/b"))
       assert.is_false(exists(dir .. "/a_2Fb"))
-      assert_code("invalid_name", function() p:remove("a/b", { exact_name = true }) end)
-      assert_code("invalid_name", function() wh.remove("a/b", { dir = dir, exact_name = true }) end)
-      assert_argerror("bad argument #1 to 'remove'", function() wh.remove(5, { dir = dir }) end)
-      assert_argerror("bad argument #1 to 'remove'", function() wh.remove(nil, { dir = dir }) end)
-      assert_argerror("bad argument #2 to 'remove'", function() wh.remove("x", { dir = dir, bogus = 1 }) end)
-      assert_argerror("bad argument #2 to 'remove'", function() wh.remove("x", 5) end)
-      assert_argerror("bad argument #3 to 'remove'", function() wh.remove("x", { dir = dir }, 1) end)
-      assert_argerror("bad argument #3 to 'remove'", function() p:remove("x", nil, 1) end)
+      H.assert_code("invalid_name", nil, function() p:remove("a/b", { exact_name = true }) end)
+      H.assert_code("invalid_name", nil, function() wh.remove("a/b", { dir = dir, exact_name = true }) end)
+      H.assert_argerror("bad argument #1 to 'remove'", function() wh.remove(5, { dir = dir }) end)
+      H.assert_argerror("bad argument #1 to 'remove'", function() wh.remove(nil, { dir = dir }) end)
+      H.assert_argerror("bad argument #2 to 'remove'", function() wh.remove("x", { dir = dir, bogus = 1 }) end)
+      H.assert_argerror("bad argument #2 to 'remove'", function() wh.remove("x", 5) end)
+      H.assert_argerror("bad argument #3 to 'remove'", function() wh.remove("x", { dir = dir }, 1) end)
+      H.assert_argerror("bad argument #3 to 'remove'", function() p:remove("x", nil, 1) end)
     end)
   end)
 end)

@@ -12,44 +12,10 @@ local LEASE_BOUND = 5   -- s: an abandoned async waiter's claim is gone by then
 
 local CHILD = [[
 local rw = wh.rwlock(ARGS.name, { dir = ARGS.dir })
-local function wait_file(path)
-  local deadline = T.now() + 60
-  while true do
-    local f = io.open(path, "r")
-    if f then f:close() return end
-    if T.now() > deadline then error("never saw " .. path) end
-    T.sleep(0.002)
-  end
-end
 ]]
 
-local kids = {}
-
 local function spawn(code, args)
-  local c = H.spawn(CHILD .. code, args)
-  kids[#kids + 1] = c
-  return c
-end
-
-local function reap()
-  for _, c in ipairs(kids) do
-    if c.status == nil then
-      c:kill()
-      pcall(c.wait, c, 5)
-    end
-  end
-  kids = {}
-end
-
-local function touch(path)
-  assert(io.open(path, "w")):close()
-end
-
--- The child's next line must be `want` (no line is skipped).
-local function said(child, want, timeout)
-  local l, why = child:line(timeout or 10)
-  assert.are.equal(want, l, ("child %d: got %s; it said:\n%s"):format(child.pid,
-    tostring(l or why), table.concat(child.log, "\n")))
+  return H.spawn(CHILD .. code, args)
 end
 
 -- SIGKILL, reaped: the process is gone for good when this returns.
@@ -58,28 +24,6 @@ local function kill(child)
   local st = child:wait(10)
   assert.are.equal(H.whtest.SIGKILL, st.signal, "child " .. child.pid .. " was not killed")
   return H.now()
-end
-
--- Every field of rwlock:info() that the contract fixes; unspecified fields
--- are those of a free lock, and held = readers + writers.
-local function assert_info(rw, want)
-  local i = rw:info()
-  local readers, writer = want.readers or 0, want.writer or false
-  local expected = {
-    readers = readers,
-    writer = writer,
-    upgradeable = want.upgradeable or false,
-    waiting_writers = want.waiting_writers or 0,
-    held = readers + (writer and 1 or 0),
-  }
-  for _, k in ipairs({ "readers", "writer", "upgradeable", "waiting_writers", "held" }) do
-    assert.are.equal(expected[k], i[k], "info()." .. k)
-  end
-end
-
-local function waiting_writers(rw, n)
-  H.eventually(function() return rw:info().waiting_writers == n end, 10,
-    n .. " waiting writer(s) in info()")
 end
 
 -- Polls try_acquire_read until it succeeds; fails after `bound` seconds.
@@ -101,19 +45,8 @@ for i = 1, ARGS.n or 1 do
   hs[i] = h
 end
 say("held")
-wait_file(ARGS.go)
+wait_file(ARGS.go, 60)
 for _, h in ipairs(hs) do h:release() end
-say("released")
-]]
-
--- A writer in a child: says "waiting", blocks in acquire_write, says "got",
--- holds until ARGS.go exists, says "released".
-local BLOCKED_WRITER = [[
-say("waiting")
-local h = rw:acquire_write(20)
-say("got")
-wait_file(ARGS.go)
-h:release()
 say("released")
 ]]
 
@@ -122,7 +55,7 @@ local ASYNC_WRITER = [[
 say("waiting")
 local h = rw:acquire_write_async(20, { sleep = function(d) T.sleep(d) end })
 say("got")
-wait_file(ARGS.go)
+wait_file(ARGS.go, 60)
 h:release()
 say("released")
 ]]
@@ -134,7 +67,7 @@ if not u then error("refused upgradeable") end
 say("waiting")
 u:upgrade(20)
 say("upgraded")
-wait_file(ARGS.go)
+wait_file(ARGS.go, 60)
 u:release()
 say("released")
 ]]
@@ -151,12 +84,11 @@ if not ok then error(d) end
 local r = rw:try_acquire_read()
 if r then r:release() end
 say(coroutine.status(CO), type(d), r and "admitted" or "refused")
-wait_file(ARGS.go)
+wait_file(ARGS.go, 60)
 say(coroutine.status(CO) == "suspended" and "alive, never resumed" or "resumed?")
 ]]
 
 describe("rwlock crash reclamation", function()
-  after_each(reap)
   after_each(H.cleanup)
 
   local function setup()
@@ -174,71 +106,71 @@ describe("rwlock crash reclamation", function()
   -- A writer blocked in another process must get the lock within the bound
   -- once `victim` is killed; then it releases and the lock is free.
   local function writer_gets_it_after_kill(rw, args, sig, victim, before)
-    local w = spawn(BLOCKED_WRITER, args({ go = sig .. "/w" }))
-    said(w, "waiting")
-    waiting_writers(rw, 1)
-    assert_info(rw, before)
+    local w = spawn(H.RW_BLOCKED_WRITER, args({ go = sig .. "/w" }))
+    w:said("waiting")
+    H.waiting_writers(rw, 1)
+    H.assert_rw_info(rw, before)
     local t0 = kill(victim)
-    said(w, "got", RECLAIM_BOUND)
+    w:said("got", RECLAIM_BOUND)
     assert.is_true(H.now() - t0 < RECLAIM_BOUND)
-    assert_info(rw, { writer = true })
-    touch(sig .. "/w")
-    said(w, "released")
+    H.assert_rw_info(rw, { writer = true })
+    H.touch(sig .. "/w")
+    w:said("released")
     w:ok()
-    assert_info(rw, {})
+    H.assert_rw_info(rw, {})
   end
 
   it("gives back a killed reader's reads", function()
     local rw, args, sig = setup()
     local r = spawn(HOLDER, args({ what = "read", n = 3 }))
-    said(r, "held")
-    assert_info(rw, { readers = 3 })
+    r:said("held")
+    H.assert_rw_info(rw, { readers = 3 })
     writer_gets_it_after_kill(rw, args, sig, r, { readers = 3, waiting_writers = 1 })
   end)
 
   it("gives back a killed writer's write", function()
     local rw, args, sig = setup()
     local c = spawn(HOLDER, args({ what = "write" }))
-    said(c, "held")
+    c:said("held")
     assert.is_nil(rw:try_acquire_read())
     writer_gets_it_after_kill(rw, args, sig, c, { writer = true, waiting_writers = 1 })
     -- and a reader after a killed writer, without a writer in between
     c = spawn(HOLDER, args({ what = "write" }))
-    said(c, "held")
+    c:said("held")
     assert.is_nil(rw:try_acquire_read())
     local t0 = kill(c)
     local h = rw:acquire_read(20)
     assert.is_true(H.now() - t0 < RECLAIM_BOUND)
-    assert_info(rw, { readers = 1 })
+    H.assert_rw_info(rw, { readers = 1 })
     h:release()
-    assert_info(rw, {})
+    H.assert_rw_info(rw, {})
   end)
 
   it("gives back a killed upgradeable reader's hold", function()
     local rw, args, sig = setup()
     local c = spawn(HOLDER, args({ what = "upgradeable" }))
-    said(c, "held")
+    c:said("held")
     assert.is_nil(rw:try_acquire_upgradeable_read())
     writer_gets_it_after_kill(rw, args, sig, c,
       { readers = 1, upgradeable = true, waiting_writers = 1 })
     -- the upgradeable read is free again, alongside readers
     local r = rw:try_acquire_read()
     c = spawn(HOLDER, args({ what = "upgradeable" }))
-    said(c, "held")
-    assert_info(rw, { readers = 2, upgradeable = true })
+    c:said("held")
+    H.assert_rw_info(rw, { readers = 2, upgradeable = true })
     local t0 = kill(c)
     local u = rw:acquire_upgradeable_read(20)
     assert.is_true(H.now() - t0 < RECLAIM_BOUND)
-    assert_info(rw, { readers = 2, upgradeable = true })
+    H.assert_rw_info(rw, { readers = 2, upgradeable = true })
     u:release()
     r:release()
-    assert_info(rw, {})
+    H.assert_rw_info(rw, {})
   end)
 
   it("gives back a killed upgrader's upgraded hold", function()
     local rw, args, sig = setup()
     local c = spawn(HOLDER, args({ what = "upgraded" }))
-    said(c, "held")
+    c:said("held")
     assert.is_nil(rw:try_acquire_read())
     writer_gets_it_after_kill(rw, args, sig, c,
       { writer = true, upgradeable = true, waiting_writers = 1 })
@@ -246,49 +178,49 @@ describe("rwlock crash reclamation", function()
     assert.is_truthy(u)
     assert.is_true(u:try_upgrade())
     u:release()
-    assert_info(rw, {})
+    H.assert_rw_info(rw, {})
   end)
 
   it("drops the claim and the hold of an upgrader killed while it waits to upgrade", function()
     local rw, args = setup()
     local r = rw:try_acquire_read()
     local c = spawn(BLOCKED_UPGRADER, args())
-    said(c, "waiting")
-    waiting_writers(rw, 1)
-    assert_info(rw, { readers = 2, upgradeable = true, waiting_writers = 1 })
+    c:said("waiting")
+    H.waiting_writers(rw, 1)
+    H.assert_rw_info(rw, { readers = 2, upgradeable = true, waiting_writers = 1 })
     assert.is_nil(rw:try_acquire_read())
     local t0 = kill(c)
     local r2 = read_within(rw, RECLAIM_BOUND, "a reader after the waiting upgrader was killed")
     assert.is_true(H.now() - t0 < RECLAIM_BOUND)
-    assert_info(rw, { readers = 2 })
+    H.assert_rw_info(rw, { readers = 2 })
     local u = rw:try_acquire_upgradeable_read()
     assert.is_truthy(u)
     u:release()
     r:release()
     r2:release()
-    assert_info(rw, {})
+    H.assert_rw_info(rw, {})
   end)
 
-  for _, case in ipairs({ { "blocked", BLOCKED_WRITER }, { "async", ASYNC_WRITER } }) do
+  for _, case in ipairs({ { "blocked", H.RW_BLOCKED_WRITER }, { "async", ASYNC_WRITER } }) do
     it("a SIGKILLed " .. case[1] .. " waiting writer keeps readers out no longer than "
       .. RECLAIM_BOUND .. " s", function()
       local rw, args, sig = setup()
       local r = spawn(HOLDER, args({ what = "read", go = sig .. "/r" }))
-      said(r, "held")
+      r:said("held")
       local w = spawn(case[2], args())
-      said(w, "waiting")
-      waiting_writers(rw, 1)
-      assert_info(rw, { readers = 1, waiting_writers = 1 })
+      w:said("waiting")
+      H.waiting_writers(rw, 1)
+      H.assert_rw_info(rw, { readers = 1, waiting_writers = 1 })
       assert.is_nil(rw:try_acquire_read(), "writer preference")
       local t0 = kill(w)
       local h = read_within(rw, RECLAIM_BOUND, "a reader after the waiting writer was killed")
       assert.is_true(H.now() - t0 < RECLAIM_BOUND)
-      assert_info(rw, { readers = 2 })
-      touch(sig .. "/r")
-      said(r, "released")
+      H.assert_rw_info(rw, { readers = 2 })
+      H.touch(sig .. "/r")
+      r:said("released")
       r:ok()
       h:release()
-      assert_info(rw, {})
+      H.assert_rw_info(rw, {})
     end)
   end
 
@@ -297,10 +229,10 @@ describe("rwlock crash reclamation", function()
     local r = rw:try_acquire_read()
     local a = spawn(ABANDONED_WRITER, args({ go = sig .. "/a" }))
     local t0 = H.now()
-    said(a, "suspended number refused")
+    a:said("suspended number refused")
     local h = read_within(rw, LEASE_BOUND, "a reader after the async writer was abandoned")
     assert.is_true(H.now() - t0 < LEASE_BOUND)
-    assert_info(rw, { readers = 2 })
+    H.assert_rw_info(rw, { readers = 2 })
     -- a writer gets in once the readers leave: the abandoned claim is no obstacle
     r:release()
     h:release()
@@ -308,10 +240,10 @@ describe("rwlock crash reclamation", function()
     assert.is_truthy(w)
     w:release()
     -- the abandoning process never died
-    touch(sig .. "/a")
-    said(a, "alive, never resumed")
+    H.touch(sig .. "/a")
+    a:said("alive, never resumed")
     a:ok()
-    assert_info(rw, {})
+    H.assert_rw_info(rw, {})
   end)
 
   it("an abandoned async waiter that is garbage collected withdraws its claim", function()
@@ -330,15 +262,15 @@ describe("rwlock crash reclamation", function()
       local waiting, r = rw:info().waiting_writers, rw:try_acquire_read()
       if r then r:release() end
       say(waiting, r and "admitted" or "refused")
-      wait_file(ARGS.go)
+      wait_file(ARGS.go, 60)
     ]], args({ go = sig .. "/a" }))
-    said(a, "1")
-    said(a, "0 admitted")
-    assert_info(rw, { readers = 1 })
-    touch(sig .. "/a")
+    a:said("1")
+    a:said("0 admitted")
+    H.assert_rw_info(rw, { readers = 1 })
+    H.touch(sig .. "/a")
     a:ok()
     r:release()
-    assert_info(rw, {})
+    H.assert_rw_info(rw, {})
   end)
 
   it("after crashes of every kind at once, info() is exact", function()
@@ -346,19 +278,19 @@ describe("rwlock crash reclamation", function()
     local mine = rw:try_acquire_read()
     local r1 = spawn(HOLDER, args({ what = "read", n = 2 }))
     local r2 = spawn(HOLDER, args({ what = "read" }))
-    said(r1, "held")
-    said(r2, "held")
+    r1:said("held")
+    r2:said("held")
     local u = spawn(BLOCKED_UPGRADER, args())
-    said(u, "waiting")
-    waiting_writers(rw, 1)
+    u:said("waiting")
+    H.waiting_writers(rw, 1)
     -- The upgrade waits, so new holders are refused; writers now queue up.
-    local w1 = spawn(BLOCKED_WRITER, args())
+    local w1 = spawn(H.RW_BLOCKED_WRITER, args())
     local w2 = spawn(ASYNC_WRITER, args())
-    said(w1, "waiting")
-    said(w2, "waiting")
-    waiting_writers(rw, 3)
+    w1:said("waiting")
+    w2:said("waiting")
+    H.waiting_writers(rw, 3)
     local a = spawn(ABANDONED_WRITER, args({ go = sig .. "/a" }))
-    said(a, "suspended number refused")
+    a:said("suspended number refused")
     local i = rw:info()
     assert.are.equal(5, i.readers)
     assert.is_true(i.upgradeable)
@@ -372,26 +304,26 @@ describe("rwlock crash reclamation", function()
       return x.readers == 1 and x.waiting_writers == 0 and not x.upgradeable
     end, LEASE_BOUND, "info() back to this process's one read")
     assert.is_true(H.now() - t0 < LEASE_BOUND)
-    assert_info(rw, { readers = 1 })
-    assert_info(rw, { readers = 1 })
+    H.assert_rw_info(rw, { readers = 1 })
+    H.assert_rw_info(rw, { readers = 1 })
     mine:release()
-    assert_info(rw, {})
+    H.assert_rw_info(rw, {})
     -- and every kind of hold can be taken again
     local w = rw:try_acquire_write()
     assert.is_truthy(w)
-    assert_info(rw, { writer = true })
+    H.assert_rw_info(rw, { writer = true })
     w:release()
     local r, up = rw:try_acquire_read(), rw:try_acquire_upgradeable_read()
     assert.is_truthy(r and up)
-    assert_info(rw, { readers = 2, upgradeable = true })
+    H.assert_rw_info(rw, { readers = 2, upgradeable = true })
     r:release()
     assert.is_true(up:try_upgrade())
-    assert_info(rw, { writer = true, upgradeable = true })
+    H.assert_rw_info(rw, { writer = true, upgradeable = true })
     up:release()
-    assert_info(rw, {})
-    touch(sig .. "/a")
-    said(a, "alive, never resumed")
+    H.assert_rw_info(rw, {})
+    H.touch(sig .. "/a")
+    a:said("alive, never resumed")
     a:ok()
-    assert_info(rw, {})
+    H.assert_rw_info(rw, {})
   end)
 end)

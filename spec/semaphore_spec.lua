@@ -7,51 +7,11 @@ local T = H.whtest
 
 local MAX = 2147483647 -- 2^31-1
 
--- Runs f in protected mode and returns its error, failing if f succeeds.
-local function error_of(f)
-  local ok, err = pcall(f)
-  assert.is_false(ok, "expected an error")
-  return err
-end
-
--- f must raise a standard argument error (a string) containing `want`.
-local function assert_argerror(want, f)
-  local err = error_of(f)
-  assert.are.equal("string", type(err), "an argument error is a string, got " .. tostring(err))
-  assert.is_truthy(err:find(want, 1, true), ("expected %q in %q"):format(want, err))
-end
-
--- f must raise an error object with this code.
-local function assert_code(code, f)
-  local err = error_of(f)
-  assert.are.equal("table", type(err), "expected an error object, got " .. tostring(err))
-  assert.are.equal(code, err.code, tostring(err))
-  return err
-end
-
 local function contains_pid(holders, pid)
   for _, h in ipairs(holders or {}) do
     if h.pid == pid then return true end
   end
   return false
-end
-
--- Runs a coroutine body to its end, calling on_yield(value, n) after each yield.
-local function drive(body, on_yield)
-  local co = coroutine.create(body)
-  local n, res = 0, nil
-  while true do
-    local r = { coroutine.resume(co) }
-    if not r[1] then error(r[2], 0) end
-    if coroutine.status(co) == "dead" then
-      res = r
-      break
-    end
-    n = n + 1
-    if on_yield then on_yield(r[2], n) end
-    H.sleep(type(r[2]) == "number" and r[2] or 0.001)
-  end
-  return res[2], n, res
 end
 
 describe("semaphore", function()
@@ -80,29 +40,29 @@ describe("semaphore", function()
     it("rejects 0, -1, 1.5, 2^31, NaN, huge, '3', nil and tables with a standard argument error", function()
       local bad = { 0, -1, 1.5, MAX + 1, 2 ^ 31, 2 ^ 53, 0 / 0, math.huge, -math.huge, "3", {}, true }
       for _, v in ipairs(bad) do
-        assert_argerror("bad argument #2 to 'semaphore'", function() return wh.semaphore("x", v, { dir = dir }) end)
+        H.assert_argerror("bad argument #2 to 'semaphore'", function() return wh.semaphore("x", v, { dir = dir }) end)
         local p = wh.provider { dir = dir }
-        assert_argerror("bad argument #2 to 'semaphore'", function() return p:semaphore("x", v) end)
+        H.assert_argerror("bad argument #2 to 'semaphore'", function() return p:semaphore("x", v) end)
       end
-      assert_argerror("bad argument #2 to 'semaphore'", function() return wh.semaphore("x", nil, { dir = dir }) end)
-      assert_argerror("bad argument #2 to 'semaphore'", function() return wh.semaphore("x") end)
+      H.assert_argerror("bad argument #2 to 'semaphore'", function() return wh.semaphore("x", nil, { dir = dir }) end)
+      H.assert_argerror("bad argument #2 to 'semaphore'", function() return wh.semaphore("x") end)
       -- nothing was created by the rejected calls
       assert.is_nil(T.stat(dir .. "/x"))
     end)
 
     it("rejects bad names, unknown options and extra arguments", function()
-      assert_argerror("bad argument #1 to 'semaphore'", function() return wh.semaphore(42, 3, { dir = dir }) end)
-      assert_argerror("bad argument #3 to 'semaphore'", function() return wh.semaphore("x", 3, { dir = dir, bogus = 1 }) end)
-      assert_argerror("bad argument #3 to 'semaphore'", function() return wh.semaphore("x", 3, { dir = dir, cancel = function() end }) end)
-      assert_argerror("bad argument #3 to 'semaphore'", function() return wh.semaphore("x", 3, 5) end)
-      assert_argerror("bad argument #4 to 'semaphore'", function() return wh.semaphore("x", 3, { dir = dir }, 1) end)
+      H.assert_argerror("bad argument #1 to 'semaphore'", function() return wh.semaphore(42, 3, { dir = dir }) end)
+      H.assert_argerror("bad argument #3 to 'semaphore'", function() return wh.semaphore("x", 3, { dir = dir, bogus = 1 }) end)
+      H.assert_argerror("bad argument #3 to 'semaphore'", function() return wh.semaphore("x", 3, { dir = dir, cancel = function() end }) end)
+      H.assert_argerror("bad argument #3 to 'semaphore'", function() return wh.semaphore("x", 3, 5) end)
+      H.assert_argerror("bad argument #4 to 'semaphore'", function() return wh.semaphore("x", 3, { dir = dir }, 1) end)
     end)
   end)
 
   describe("mismatch", function()
     -- Opens (and first acquires) an object, returning the error it raises.
     local function open_error(f)
-      return assert_code("mismatch", function()
+      return H.assert_code("mismatch", nil, function()
         local o = f()
         if o.kind == "rwlock" then o:try_acquire_read() else o:try_acquire() end
       end)
@@ -162,11 +122,7 @@ describe("semaphore", function()
         log:setvbuf("no")
         local me = T.getpid()
         say("ready")
-        while true do
-          local f = io.open(ARGS.go, "r")
-          if f then f:close() break end
-          T.sleep(0.001)
-        end
+        wait_file(ARGS.go)
         for i = 1, ARGS.rounds do
           local h = s:acquire(30)
           log:write("in " .. me .. "\n")
@@ -182,7 +138,7 @@ describe("semaphore", function()
         children[i] = H.spawn(code, { dir = dir, log = log, go = go, rounds = rounds })
       end
       for _, c in ipairs(children) do c:expect("ready", 20) end
-      assert(io.open(go, "w")):close()
+      H.touch(go)
       for _, c in ipairs(children) do
         c:expect("done", 40)
         c:ok()
@@ -238,11 +194,7 @@ describe("semaphore", function()
         say(h and "got" or "busy")
         say(s:try_acquire() and "got" or "busy")
         say("held " .. s:info().held)
-        while true do
-          local f = io.open(ARGS.go, "r")
-          if f then f:close() break end
-          T.sleep(0.002)
-        end
+        wait_file(ARGS.go)
         h:release()
         say("released")
       ]], { dir = dir, go = dir .. "/go" })
@@ -254,7 +206,7 @@ describe("semaphore", function()
       assert.is_true(a:release())
       assert.is_truthy(s:try_acquire())
       assert.is_nil(s:try_acquire())
-      assert(io.open(dir .. "/go", "w")):close()
+      H.touch(dir .. "/go")
       c:expect("released")
       c:ok()
       assert.is_truthy(s:try_acquire())
@@ -281,18 +233,14 @@ describe("semaphore", function()
         local hs = {}
         for i = 1, 7 do hs[i] = assert(s:try_acquire()) end
         say("held")
-        while true do
-          local f = io.open(ARGS.go, "r")
-          if f then f:close() break end
-          T.sleep(0.002)
-        end
+        wait_file(ARGS.go)
       ]], { dir = dir, go = dir .. "/go" })
       c:expect("held")
       info = s:info()
       assert.are.equal(107, info.held)
       assert.is_true(contains_pid(info.holders, c.pid))
       assert.is_true(contains_pid(info.holders, T.getpid()))
-      assert(io.open(dir .. "/go", "w")):close()
+      H.touch(dir .. "/go")
       c:ok()
       -- the child's handles were released when it exited
       assert.are.equal(100, s:info().held)
@@ -405,11 +353,11 @@ describe("semaphore", function()
     it("acquire raises code timeout on a full semaphore", function()
       local s = sem("to", 1)
       local h = s:acquire(5)
-      local err = assert_code("timeout", function() s:acquire(0.2) end)
+      local err = H.assert_code("timeout", nil, function() s:acquire(0.2) end)
       assert.are.equal("to", err.name)
       assert.is_truthy(tostring(err):find("timeout", 1, true))
-      assert_code("timeout", function() s:acquire(0) end)
-      assert_code("timeout", function() s:acquire_async(0.1, { sleep = H.sleep }) end)
+      H.assert_code("timeout", nil, function() s:acquire(0) end)
+      H.assert_code("timeout", nil, function() s:acquire_async(0.1, { sleep = H.sleep }) end)
       h:release()
       assert.is_truthy(s:acquire(0))
     end)
@@ -436,7 +384,7 @@ describe("semaphore", function()
       local s = sem("async", 1)
       local other = s:try_acquire()
       local yields = 0
-      local h = drive(function() return s:acquire_async(10) end, function(delay, n)
+      local h = H.drive_body(function() return s:acquire_async(10) end, function(delay, n)
         assert.are.equal("number", type(delay))
         assert.is_true(delay >= 0)
         yields = n
@@ -448,7 +396,7 @@ describe("semaphore", function()
       assert.is_true(h:is_held())
       assert.is_nil(s:try_acquire())
       -- try_acquire_async in a coroutine times out with nil
-      local r, n = drive(function() return s:try_acquire_async(0.1) end)
+      local r, n = H.drive_body(function() return s:try_acquire_async(0.1) end)
       assert.is_nil(r)
       assert.is_true(n >= 1)
     end)
@@ -473,10 +421,10 @@ describe("semaphore", function()
       tok:cancel()
       assert.is_true(tok:is_cancelled())
       for _, m in ipairs({ "try_acquire", "acquire", "try_acquire_async", "acquire_async" }) do
-        local err = assert_code("cancelled", function() s[m](s, nil, { cancel = tok }) end)
+        local err = H.assert_code("cancelled", nil, function() s[m](s, nil, { cancel = tok }) end)
         assert.are.equal("cx", err.name)
       end
-      assert_code("cancelled", function() s:try_acquire(0, { cancel = function() return true end }) end)
+      H.assert_code("cancelled", nil, function() s:try_acquire(0, { cancel = function() return true end }) end)
       assert.are.equal(0, s:info().held)
     end)
 
@@ -485,7 +433,7 @@ describe("semaphore", function()
       local h = s:try_acquire()
       local calls = 0
       local took = H.time(function()
-        assert_code("cancelled", function()
+        H.assert_code("cancelled", nil, function()
           s:acquire(20, { cancel = function() calls = calls + 1 return calls >= 3 end })
         end)
       end)
@@ -493,12 +441,12 @@ describe("semaphore", function()
       assert.is_true(took < 5, "took " .. took .. " s")
 
       local tok = wh.cancel_token()
-      assert_code("cancelled", function()
+      H.assert_code("cancelled", nil, function()
         s:acquire_async(20, { cancel = tok, sleep = function(d) tok:cancel() H.sleep(d) end })
       end)
 
       local tok2 = wh.cancel_token()
-      local ok, err = pcall(drive, function() return s:try_acquire_async(20, { cancel = tok2 }) end,
+      local ok, err = pcall(H.drive_body, function() return s:try_acquire_async(20, { cancel = tok2 }) end,
         function(_, n) if n == 2 then tok2:cancel() end end)
       assert.is_false(ok)
       assert.are.equal("cancelled", type(err) == "table" and err.code, tostring(err))
@@ -511,14 +459,14 @@ describe("semaphore", function()
 
     it("rejects bad timeouts and options with argument errors", function()
       local s = sem("args", 1)
-      assert_argerror("bad argument #1 to 'acquire'", function() s:acquire(-1) end)
-      assert_argerror("bad argument #1 to 'try_acquire'", function() s:try_acquire(0 / 0) end)
-      assert_argerror("bad argument #1 to 'try_acquire'", function() s:try_acquire("1") end)
-      assert_argerror("bad argument #1 to 'acquire_async'", function() s:acquire_async(2147483.648) end)
-      assert_argerror("bad argument #1 to 'try_acquire'", function() s:try_acquire({ cancel = function() end }) end)
-      assert_argerror("bad argument #2 to 'try_acquire'", function() s:try_acquire(nil, { bogus = 1 }) end)
-      assert_argerror("bad argument #2 to 'acquire'", function() s:acquire(1, { timeout = 1 }) end)
-      assert_argerror("bad argument #2 to 'try_acquire_async'", function() s:try_acquire_async(0, { sleep = 5 }) end)
+      H.assert_argerror("bad argument #1 to 'acquire'", function() s:acquire(-1) end)
+      H.assert_argerror("bad argument #1 to 'try_acquire'", function() s:try_acquire(0 / 0) end)
+      H.assert_argerror("bad argument #1 to 'try_acquire'", function() s:try_acquire("1") end)
+      H.assert_argerror("bad argument #1 to 'acquire_async'", function() s:acquire_async(2147483.648) end)
+      H.assert_argerror("bad argument #1 to 'try_acquire'", function() s:try_acquire({ cancel = function() end }) end)
+      H.assert_argerror("bad argument #2 to 'try_acquire'", function() s:try_acquire(nil, { bogus = 1 }) end)
+      H.assert_argerror("bad argument #2 to 'acquire'", function() s:acquire(1, { timeout = 1 }) end)
+      H.assert_argerror("bad argument #2 to 'try_acquire_async'", function() s:try_acquire_async(0, { sleep = 5 }) end)
       assert.are.equal(0, s:info().held)
       local h = s:try_acquire(2147483.647)
       assert.is_truthy(h)

@@ -3,31 +3,15 @@
 -- 100 000 try_acquire()+release() pairs; the total, interpreter start-up
 -- included, must stay far below one per pair.
 local H = require "helpers"
-local T = H.whtest
 
 local PAIRS = 100000
 local LIMIT = 2000
-
-local function sh(cmd)
-  local f = assert(io.popen(cmd .. " 2>&1"))
-  local out = f:read("*a")
-  f:close()
-  return out
-end
-
-local function read_file(p)
-  local f = io.open(p, "r")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
 
 -- Can strace trace here? (missing, or ptrace not permitted)
 local strace_ok
 local function have_strace()
   if strace_ok == nil then
-    strace_ok = sh("command -v strace >/dev/null && strace -f -c -o /dev/null true && echo usable"):find("usable", 1, true) ~= nil
+    strace_ok = H.sh("command -v strace >/dev/null && strace -f -c -o /dev/null true && echo usable"):find("usable", 1, true) ~= nil
   end
   return strace_ok
 end
@@ -40,8 +24,8 @@ local function count_syscalls(dir, body)
   f:write(("DIR = %q\nN = %d\nwh = require 'waithandles'\n"):format(dir, PAIRS), body,
     "\nio.stdout:write('pairs ', N, '\\n')\n")
   f:close()
-  local out = sh(("timeout 120 strace -f -c -o '%s' %s '%s'"):format(report, H.lua, script))
-  local tab = read_file(report) or ""
+  local out = H.sh(("timeout 120 strace -f -c -o '%s' %s '%s'"):format(report, H.lua, script))
+  local tab = H.read_file(report) or ""
   local total
   for line in tab:gmatch("[^\n]+") do
     if line:match("total%s*$") then

@@ -6,80 +6,16 @@ local H = require "helpers"
 
 local CHILD = [[
 local rw = wh.rwlock(ARGS.name, { dir = ARGS.dir })
-local function wait_file(path)
-  local deadline = T.now() + 60
-  while true do
-    local f = io.open(path, "r")
-    if f then f:close() return end
-    if T.now() > deadline then error("never saw " .. path) end
-    T.sleep(0.002)
-  end
-end
 ]]
 
-local kids = {}
-
 local function spawn(code, args)
-  local c = H.spawn(CHILD .. code, args)
-  kids[#kids + 1] = c
-  return c
-end
-
-local function reap()
-  for _, c in ipairs(kids) do
-    if c.status == nil then
-      c:kill()
-      pcall(c.wait, c, 5)
-    end
-  end
-  kids = {}
-end
-
-local function touch(path)
-  assert(io.open(path, "w")):close()
-end
-
--- The child's next line must be `want` (no line is skipped).
-local function said(child, want, timeout)
-  local l, why = child:line(timeout or 10)
-  assert.are.equal(want, l, ("child %d: got %s; it said:\n%s"):format(child.pid,
-    tostring(l or why), table.concat(child.log, "\n")))
-end
-
--- Every field of rwlock:info() that the contract fixes; unspecified fields
--- are those of a free lock, and held = readers + writers.
-local function assert_info(rw, want)
-  local i = rw:info()
-  local readers, writer = want.readers or 0, want.writer or false
-  local expected = {
-    readers = readers,
-    writer = writer,
-    upgradeable = want.upgradeable or false,
-    waiting_writers = want.waiting_writers or 0,
-    held = readers + (writer and 1 or 0),
-  }
-  for _, k in ipairs({ "readers", "writer", "upgradeable", "waiting_writers", "held" }) do
-    assert.are.equal(expected[k], i[k], "info()." .. k)
-  end
-end
-
-local function waiting_writers(rw, n)
-  H.eventually(function() return rw:info().waiting_writers == n end, 10,
-    n .. " waiting writer(s) in info()")
+  return H.spawn(CHILD .. code, args)
 end
 
 -- A sleep for async calls that yields to the coroutine's resumer.
 local function yield(d) coroutine.yield(d) end
 -- A sleep for async calls outside coroutines.
 local function nap(d) H.sleep(d) end
-
--- The error object f(...) raises.
-local function raised(f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  assert.are.equal("table", type(err), tostring(err))
-  return err
-end
 
 -- Resumes co until it ends (sleeping the delays it yields); returns what it returned.
 local function drive(co, what)
@@ -100,43 +36,7 @@ local function age_writer() H.sleep(0.1) end
 
 local UPGRADES = { "try_upgrade", "upgrade", "try_upgrade_async", "upgrade_async" }
 
--- A reader in a child: holds a read until ARGS.go exists.
-local HOLDING_READER = [[
-local h = rw:try_acquire_read()
-say(h and "held" or "refused")
-if not h then return end
-wait_file(ARGS.go)
-h:release()
-say("released")
-]]
-
--- A writer in a child: says "waiting", blocks in acquire_write, says "got",
--- holds until ARGS.go exists, says "released".
-local BLOCKED_WRITER = [[
-say("waiting")
-local h = rw:acquire_write(20)
-say("got")
-wait_file(ARGS.go)
-h:release()
-say("released")
-]]
-
--- A child that makes one attempt of each kind and reports it.
-local PROBE = [[
-local r = rw:try_acquire_read()
-local u = rw:try_acquire_upgradeable_read()
-local w = rw:try_acquire_write()
-say(r and "read" or "no read", u and "upgradeable" or "no upgradeable", w and "write" or "no write")
-]]
-
-local function probe(dir, rw, want)
-  local p = spawn(PROBE, { dir = dir, name = rw.name })
-  said(p, want)
-  p:ok()
-end
-
 describe("upgradeable read", function()
-  after_each(reap)
   after_each(H.cleanup)
 
   it("is shared with readers, here and in other processes, in either order", function()
@@ -146,24 +46,24 @@ describe("upgradeable read", function()
     local u = rw:try_acquire_upgradeable_read()
     local r2 = rw:try_acquire_read()
     assert.is_truthy(r1 and u and r2)
-    local c = spawn(HOLDING_READER, { dir = dir, name = rw.name, go = sig .. "/go" })
-    said(c, "held")
-    assert_info(rw, { readers = 4, upgradeable = true })
-    probe(dir, rw, "read no upgradeable no write")
+    local c = spawn(H.RW_HOLDING_READER, { dir = dir, name = rw.name, go = sig .. "/go" })
+    c:said("held")
+    H.assert_rw_info(rw, { readers = 4, upgradeable = true })
+    H.probe_rw(dir, rw, "read no upgradeable no write")
     u:release()
-    assert_info(rw, { readers = 3 })
+    H.assert_rw_info(rw, { readers = 3 })
     -- an upgradeable read taken while another process reads
     u = rw:acquire_upgradeable_read(5)
     assert.is_truthy(u)
-    assert_info(rw, { readers = 4, upgradeable = true })
-    touch(sig .. "/go")
-    said(c, "released")
+    H.assert_rw_info(rw, { readers = 4, upgradeable = true })
+    H.touch(sig .. "/go")
+    c:said("released")
     c:ok()
     r1:release()
     r2:release()
-    assert_info(rw, { readers = 1, upgradeable = true })
+    H.assert_rw_info(rw, { readers = 1, upgradeable = true })
     u:release()
-    assert_info(rw, {})
+    H.assert_rw_info(rw, {})
   end)
 
   it("is held by one holder at a time", function()
@@ -175,10 +75,10 @@ describe("upgradeable read", function()
       assert.is_nil(o:try_acquire_upgradeable_read())
       assert.is_nil(o:try_acquire_upgradeable_read(0.05))
       assert.is_nil(o:try_acquire_upgradeable_read_async(0.05, { sleep = nap }))
-      assert.are.equal("timeout", raised(o.acquire_upgradeable_read, o, 0.05).code)
+      assert.are.equal("timeout", H.raised(o.acquire_upgradeable_read, o, 0.05).code)
     end
-    probe(dir, rw, "read no upgradeable no write")
-    assert_info(rw, { readers = 1, upgradeable = true })
+    H.probe_rw(dir, rw, "read no upgradeable no write")
+    H.assert_rw_info(rw, { readers = 1, upgradeable = true })
     -- another process that asks gets it once it is released
     local c = spawn([[
       say("asking")
@@ -186,14 +86,14 @@ describe("upgradeable read", function()
       u:release()
       say("got")
     ]], { dir = dir, name = rw.name })
-    said(c, "asking")
+    c:said("asking")
     u:release()
-    said(c, "got")
+    c:said("got")
     c:ok()
     u = rw:try_acquire_upgradeable_read()
     assert.is_truthy(u)
     u:release()
-    assert_info(rw, {})
+    H.assert_rw_info(rw, {})
   end)
 
   it("keeps writers out, and a writer blocked elsewhere gets in once it is released", function()
@@ -204,25 +104,24 @@ describe("upgradeable read", function()
     for _, o in ipairs({ rw, wh.rwlock("rw", { dir = dir }) }) do
       assert.is_nil(o:try_acquire_write())
       assert.is_nil(o:try_acquire_write(0.05))
-      assert.are.equal("timeout", raised(o.acquire_write, o, 0.05).code)
+      assert.are.equal("timeout", H.raised(o.acquire_write, o, 0.05).code)
     end
-    probe(dir, rw, "read no upgradeable no write")
-    local w = spawn(BLOCKED_WRITER, { dir = dir, name = rw.name, go = sig .. "/go" })
-    said(w, "waiting")
-    waiting_writers(rw, 1)
-    assert_info(rw, { readers = 1, upgradeable = true, waiting_writers = 1 })
+    H.probe_rw(dir, rw, "read no upgradeable no write")
+    local w = spawn(H.RW_BLOCKED_WRITER, { dir = dir, name = rw.name, go = sig .. "/go" })
+    w:said("waiting")
+    H.waiting_writers(rw, 1)
+    H.assert_rw_info(rw, { readers = 1, upgradeable = true, waiting_writers = 1 })
     u:release()
-    said(w, "got")
-    assert_info(rw, { writer = true })
-    touch(sig .. "/go")
-    said(w, "released")
+    w:said("got")
+    H.assert_rw_info(rw, { writer = true })
+    H.touch(sig .. "/go")
+    w:said("released")
     w:ok()
-    assert_info(rw, {})
+    H.assert_rw_info(rw, {})
   end)
 end)
 
 describe("upgrade", function()
-  after_each(reap)
   after_each(H.cleanup)
 
   it("try_upgrade fails while readers hold, and does not use up the one upgrade", function()
@@ -230,13 +129,13 @@ describe("upgrade", function()
     local rw = wh.rwlock("rw", { dir = dir })
     local u = rw:try_acquire_upgradeable_read()
     assert.is_truthy(u)
-    local c = spawn(HOLDING_READER, { dir = dir, name = rw.name, go = sig .. "/go" })
-    said(c, "held")
+    local c = spawn(H.RW_HOLDING_READER, { dir = dir, name = rw.name, go = sig .. "/go" })
+    c:said("held")
     local function failed_without_trace(ok, what)
       assert.is_false(ok, what)
       assert.is_false(u.upgraded, what)
       assert.is_true(u:is_held(), what)
-      assert_info(rw, { readers = 2, upgradeable = true })
+      H.assert_rw_info(rw, { readers = 2, upgradeable = true })
       -- its claim is gone: a new reader gets in
       local r = rw:try_acquire_read()
       assert.is_truthy(r, what .. " left a claim behind")
@@ -250,15 +149,15 @@ describe("upgrade", function()
     failed_without_trace(drive(coroutine.create(function()
       return u:try_upgrade_async(0.05, { sleep = yield })
     end)), "try_upgrade_async in a coroutine")
-    local err = raised(u.upgrade, u, 0.05)
+    local err = H.raised(u.upgrade, u, 0.05)
     assert.are.equal("timeout", err.code)
     assert.are.equal(rw.name, err.name)
     failed_without_trace(false, "upgrade(0.05)")
-    assert.are.equal("timeout", raised(u.upgrade_async, u, 0.05, { sleep = nap }).code)
+    assert.are.equal("timeout", H.raised(u.upgrade_async, u, 0.05, { sleep = nap }).code)
     failed_without_trace(false, "upgrade_async(0.05)")
     -- a reader in this process stops it too
-    touch(sig .. "/go")
-    said(c, "released")
+    H.touch(sig .. "/go")
+    c:said("released")
     c:ok()
     local r = rw:try_acquire_read()
     assert.is_false(u:try_upgrade())
@@ -267,9 +166,9 @@ describe("upgrade", function()
     -- with the readers gone, the one upgrade is still there to take
     assert.is_true(u:try_upgrade())
     assert.is_true(u.upgraded)
-    assert_info(rw, { writer = true, upgradeable = true })
+    H.assert_rw_info(rw, { writer = true, upgradeable = true })
     u:release()
-    assert_info(rw, {})
+    H.assert_rw_info(rw, {})
   end)
 
   for _, m in ipairs(UPGRADES) do
@@ -291,82 +190,82 @@ describe("upgrade", function()
         h:release()
         say("released")
       ]], { dir = dir, name = rw.name })
-      said(c, "held")
+      c:said("held")
       assert.is_false(u:try_upgrade())
       local r
       local elapsed = H.time(function() r = u[m](u, 20, { sleep = nap }) end)
       assert.is_true(elapsed < 10)
       if m:sub(1, 4) == "try_" then assert.is_true(r) end
-      said(c, "no writer")
-      said(c, "released")
+      c:said("no writer")
+      c:said("released")
       c:ok()
       assert.is_true(u.upgraded)
       assert.is_true(u:is_held())
       assert.are.equal("upgradeable_read", u.kind)
-      assert_info(rw, { writer = true, upgradeable = true })
-      probe(dir, rw, "no read no upgradeable no write")
+      H.assert_rw_info(rw, { writer = true, upgradeable = true })
+      H.probe_rw(dir, rw, "no read no upgradeable no write")
       u:release()
-      assert_info(rw, {})
+      H.assert_rw_info(rw, {})
     end)
   end
 
   it("keeps new readers out while it waits, in other processes too (writer preference)", function()
     local dir, sig = H.tmpdir(), H.tmpdir()
     local rw = wh.rwlock("rw", { dir = dir })
-    local r = spawn(HOLDING_READER, { dir = dir, name = rw.name, go = sig .. "/r" })
-    said(r, "held")
+    local r = spawn(H.RW_HOLDING_READER, { dir = dir, name = rw.name, go = sig .. "/r" })
+    r:said("held")
     local u = spawn([[
       local u = rw:try_acquire_upgradeable_read()
       say(u and "u" or "refused")
       say("waiting")
       u:upgrade(20)
       say(u.upgraded and "upgraded" or "not upgraded")
-      wait_file(ARGS.go)
+      wait_file(ARGS.go, 60)
       u:release()
       say("released")
     ]], { dir = dir, name = rw.name, go = sig .. "/u" })
-    said(u, "u")
-    said(u, "waiting")
-    waiting_writers(rw, 1)
+    u:said("u")
+    u:said("waiting")
+    H.waiting_writers(rw, 1)
     -- only readers hold (the reader and the upgradeable reader), yet nobody new reads
-    assert_info(rw, { readers = 2, upgradeable = true, waiting_writers = 1 })
-    probe(dir, rw, "no read no upgradeable no write")
+    H.assert_rw_info(rw, { readers = 2, upgradeable = true, waiting_writers = 1 })
+    H.probe_rw(dir, rw, "no read no upgradeable no write")
     assert.is_nil(rw:try_acquire_read())
     assert.is_nil(rw:try_acquire_read(0.1))
-    touch(sig .. "/r")
-    said(r, "released")
+    H.touch(sig .. "/r")
+    r:said("released")
     r:ok()
-    said(u, "upgraded")
-    assert_info(rw, { writer = true, upgradeable = true })
+    u:said("upgraded")
+    H.assert_rw_info(rw, { writer = true, upgradeable = true })
     assert.is_nil(rw:try_acquire_read())
-    touch(sig .. "/u")
-    said(u, "released")
+    H.touch(sig .. "/u")
+    u:said("released")
     u:ok()
-    probe(dir, rw, "read upgradeable no write")
-    assert_info(rw, {})
+    H.probe_rw(dir, rw, "read upgradeable no write")
+    H.assert_rw_info(rw, {})
   end)
 
   it("waiting through upgrade_async keeps new readers out too", function()
     local dir, sig = H.tmpdir(), H.tmpdir()
     local rw = wh.rwlock("rw", { dir = dir })
     local u = rw:try_acquire_upgradeable_read()
-    local r = spawn(HOLDING_READER, { dir = dir, name = rw.name, go = sig .. "/r" })
-    said(r, "held")
+    local r = spawn(H.RW_HOLDING_READER, { dir = dir, name = rw.name, go = sig .. "/r" })
+    r:said("held")
     local co = coroutine.create(function() return u:upgrade_async(30, { sleep = yield }) end)
     local ok, d = coroutine.resume(co)
     assert.is_true(ok, tostring(d))
     assert.are.equal("suspended", coroutine.status(co))
-    assert_info(rw, { readers = 2, upgradeable = true, waiting_writers = 1 })
-    probe(dir, rw, "no read no upgradeable no write")
+    H.assert_rw_info(rw, { readers = 2, upgradeable = true, waiting_writers = 1 })
+    H.probe_rw(dir, rw, "no read no upgradeable no write")
     assert.is_nil(rw:try_acquire_read())
-    touch(sig .. "/r")
-    said(r, "released")
+    H.touch(sig .. "/r")
+    r:said("released")
     r:ok()
     drive(co, "upgrade_async")
     assert.is_true(u.upgraded)
-    assert_info(rw, { writer = true, upgradeable = true })
+    H.assert_rw_info(rw, { writer = true, upgradeable = true })
     u:release()
-    assert_info(rw, {})
+    H.assert_rw_info(rw, {})
   end)
 
   it("keeps the kind upgradeable_read and sets upgraded; info() shows a writer", function()
@@ -382,13 +281,13 @@ describe("upgrade", function()
     local s = tostring(u)
     assert.is_truthy(s:find("upgradeable_read 'up'", 1, true), s)
     assert.is_truthy(s:find("held", 1, true), s)
-    assert_info(rw, { writer = true, upgradeable = true })
+    H.assert_rw_info(rw, { writer = true, upgradeable = true })
     for _, o in ipairs({ rw, wh.rwlock("up", { dir = dir }) }) do
       assert.is_nil(o:try_acquire_read())
       assert.is_nil(o:try_acquire_write())
       assert.is_nil(o:try_acquire_upgradeable_read())
     end
-    probe(dir, rw, "no read no upgradeable no write")
+    H.probe_rw(dir, rw, "no read no upgradeable no write")
   end)
 
   for _, first in ipairs(UPGRADES) do
@@ -398,16 +297,16 @@ describe("upgrade", function()
       u[first](u, 5, { sleep = nap })
       assert.is_true(u.upgraded)
       for _, again in ipairs(UPGRADES) do
-        local err = raised(u[again], u, nil,
+        local err = H.raised(u[again], u, nil,
           { sleep = nap })
         assert.are.equal("invalid_state", err.code, again)
         assert.are.equal(rw.name, err.name, again)
         assert.is_true(u:is_held(), again)
         assert.is_true(u.upgraded, again)
-        assert_info(rw, { writer = true, upgradeable = true })
+        H.assert_rw_info(rw, { writer = true, upgradeable = true })
       end
       assert.is_true(u:release())
-      assert_info(rw, {})
+      H.assert_rw_info(rw, {})
     end)
   end
 
@@ -417,34 +316,34 @@ describe("upgrade", function()
       local u = rw:try_acquire_upgradeable_read()
       assert.is_true(u:release())
       for _, t in ipairs({ 0, 1 }) do
-        local err = raised(u[m], u, t, { sleep = nap })
+        local err = H.raised(u[m], u, t, { sleep = nap })
         assert.are.equal("released", err.code, m)
         assert.are.equal(rw.name, err.name, m)
       end
       assert.is_false(u:is_held())
-      assert_info(rw, {})
+      H.assert_rw_info(rw, {})
       -- and from inside a coroutine
       local co = coroutine.create(function() return u[m](u, 1) end)
       local ok, err = coroutine.resume(co)
       assert.is_false(ok)
       assert.are.equal("released", type(err) == "table" and err.code or err, m)
     end
-    assert_info(rw, {})
+    H.assert_rw_info(rw, {})
   end)
 
   for _, m in ipairs({ "upgrade_async", "try_upgrade_async" }) do
     it(m .. " raises released when its handle is released while it waits", function()
       local dir, sig = H.tmpdir(), H.tmpdir()
       local rw = wh.rwlock("rw", { dir = dir })
-      local c = spawn(HOLDING_READER, { dir = dir, name = rw.name, go = sig .. "/go" })
-      said(c, "held")
+      local c = spawn(H.RW_HOLDING_READER, { dir = dir, name = rw.name, go = sig .. "/go" })
+      c:said("held")
 
       -- released by its own sleep function
       local u = rw:try_acquire_upgradeable_read()
       local slept = 0
-      local err = raised(u[m], u, 10, { sleep = function(d)
+      local err = H.raised(u[m], u, 10, { sleep = function(d)
         slept = slept + 1
-        assert_info(rw, { readers = 2, upgradeable = true, waiting_writers = 1 })
+        H.assert_rw_info(rw, { readers = 2, upgradeable = true, waiting_writers = 1 })
         u:release()
         H.sleep(d)
       end })
@@ -453,7 +352,7 @@ describe("upgrade", function()
       assert.are.equal(rw.name, err.name)
       assert.is_false(u.upgraded)
       -- nothing left behind: no claim, no upgradeable hold
-      assert_info(rw, { readers = 1 })
+      H.assert_rw_info(rw, { readers = 1 })
       local r, u2 = rw:try_acquire_read(), rw:try_acquire_upgradeable_read()
       assert.is_truthy(r and u2)
       r:release()
@@ -462,33 +361,33 @@ describe("upgrade", function()
       local co = coroutine.create(function() return u2[m](u2, 10, { sleep = yield }) end)
       assert.is_true((coroutine.resume(co)))
       assert.are.equal("suspended", coroutine.status(co))
-      assert_info(rw, { readers = 2, upgradeable = true, waiting_writers = 1 })
+      H.assert_rw_info(rw, { readers = 2, upgradeable = true, waiting_writers = 1 })
       assert.is_true(u2:release())
       local ok
       ok, err = coroutine.resume(co)
       assert.is_false(ok)
       assert.are.equal("released", type(err) == "table" and err.code or err)
-      assert_info(rw, { readers = 1 })
+      H.assert_rw_info(rw, { readers = 1 })
       r = rw:try_acquire_read()
       assert.is_truthy(r)
       r:release()
 
-      touch(sig .. "/go")
-      said(c, "released")
+      H.touch(sig .. "/go")
+      c:said("released")
       c:ok()
-      assert_info(rw, {})
+      H.assert_rw_info(rw, {})
     end)
   end
 
   it("raises released and leaves no claim when its cancel function releases the handle", function()
     local dir, sig = H.tmpdir(), H.tmpdir()
     local rw = wh.rwlock("rw", { dir = dir })
-    local c = spawn(HOLDING_READER, { dir = dir, name = rw.name, go = sig .. "/go" })
-    said(c, "held")
+    local c = spawn(H.RW_HOLDING_READER, { dir = dir, name = rw.name, go = sig .. "/go" })
+    c:said("held")
     local u = rw:try_acquire_upgradeable_read()
     local calls = 0
     -- The first call is before the wait; the second is from inside it.
-    local err = raised(u.upgrade, u, 10, { cancel = function()
+    local err = H.raised(u.upgrade, u, 10, { cancel = function()
       calls = calls + 1
       if calls == 2 then u:release() end
       return false
@@ -498,12 +397,12 @@ describe("upgrade", function()
     local r = rw:try_acquire_read()
     assert.is_truthy(r, "the upgrade's writer claim outlived it")
     r:release()
-    assert_info(rw, { readers = 1 })
+    H.assert_rw_info(rw, { readers = 1 })
     assert.are.equal(rw.name, err.name)
-    touch(sig .. "/go")
-    said(c, "released")
+    H.touch(sig .. "/go")
+    c:said("released")
     c:ok()
-    assert_info(rw, {})
+    H.assert_rw_info(rw, {})
   end)
 
   it("releasing an upgraded handle releases everything it holds", function()
@@ -514,23 +413,23 @@ describe("upgrade", function()
     assert.is_true(u:release())
     assert.is_false(u:is_held())
     assert.is_false(u:release())
-    assert_info(rw, {})
-    probe(dir, rw, "read upgradeable no write")
+    H.assert_rw_info(rw, {})
+    H.probe_rw(dir, rw, "read upgradeable no write")
 
     -- a writer blocked elsewhere then gets it
     u = rw:try_acquire_upgradeable_read()
     u:upgrade(5)
-    local w = spawn(BLOCKED_WRITER, { dir = dir, name = rw.name, go = sig .. "/go" })
-    said(w, "waiting")
-    waiting_writers(rw, 1)
-    assert_info(rw, { writer = true, upgradeable = true, waiting_writers = 1 })
+    local w = spawn(H.RW_BLOCKED_WRITER, { dir = dir, name = rw.name, go = sig .. "/go" })
+    w:said("waiting")
+    H.waiting_writers(rw, 1)
+    H.assert_rw_info(rw, { writer = true, upgradeable = true, waiting_writers = 1 })
     assert.is_true(u:release())
-    said(w, "got")
-    assert_info(rw, { writer = true })
-    touch(sig .. "/go")
-    said(w, "released")
+    w:said("got")
+    H.assert_rw_info(rw, { writer = true })
+    H.touch(sig .. "/go")
+    w:said("released")
     w:ok()
-    assert_info(rw, {})
+    H.assert_rw_info(rw, {})
     local r, u2 = rw:try_acquire_read(), rw:try_acquire_upgradeable_read()
     assert.is_truthy(r and u2)
     r:release()
@@ -542,9 +441,9 @@ describe("upgrade", function()
       local dir, sig = H.tmpdir(), H.tmpdir()
       local rw = wh.rwlock("rw", { dir = dir })
       local u = rw:try_acquire_upgradeable_read()
-      local w = spawn(BLOCKED_WRITER, { dir = dir, name = rw.name, go = sig .. "/go" })
-      said(w, "waiting")
-      waiting_writers(rw, 1)
+      local w = spawn(H.RW_BLOCKED_WRITER, { dir = dir, name = rw.name, go = sig .. "/go" })
+      w:said("waiting")
+      H.waiting_writers(rw, 1)
       age_writer()
       local r
       local elapsed = H.time(function() r = u[m](u, 5, { sleep = nap }) end)
@@ -552,14 +451,14 @@ describe("upgrade", function()
       if m:sub(1, 4) == "try_" then assert.is_true(r) end
       assert.is_true(u.upgraded)
       -- the writer still waits
-      assert_info(rw, { writer = true, upgradeable = true, waiting_writers = 1 })
+      H.assert_rw_info(rw, { writer = true, upgradeable = true, waiting_writers = 1 })
       assert.is_nil(w:line(0))
       u:release()
-      said(w, "got")
-      touch(sig .. "/go")
-      said(w, "released")
+      w:said("got")
+      H.touch(sig .. "/go")
+      w:said("released")
       w:ok()
-      assert_info(rw, {})
+      H.assert_rw_info(rw, {})
     end)
   end
 
@@ -567,32 +466,32 @@ describe("upgrade", function()
     local dir, sig = H.tmpdir(), H.tmpdir()
     local rw = wh.rwlock("rw", { dir = dir })
     local u = rw:try_acquire_upgradeable_read()
-    local r = spawn(HOLDING_READER, { dir = dir, name = rw.name, go = sig .. "/r" })
-    said(r, "held")
-    local w = spawn(BLOCKED_WRITER, { dir = dir, name = rw.name, go = sig .. "/w" })
-    said(w, "waiting")
-    waiting_writers(rw, 1)
+    local r = spawn(H.RW_HOLDING_READER, { dir = dir, name = rw.name, go = sig .. "/r" })
+    r:said("held")
+    local w = spawn(H.RW_BLOCKED_WRITER, { dir = dir, name = rw.name, go = sig .. "/w" })
+    w:said("waiting")
+    H.waiting_writers(rw, 1)
     age_writer()
     local slept = 0
     u:upgrade_async(10, { sleep = function(d)
       slept = slept + 1
       if slept == 1 then
-        assert_info(rw, { readers = 2, upgradeable = true, waiting_writers = 2 })
-        touch(sig .. "/r") -- the reader may leave now
+        H.assert_rw_info(rw, { readers = 2, upgradeable = true, waiting_writers = 2 })
+        H.touch(sig .. "/r") -- the reader may leave now
       end
       H.sleep(d)
     end })
-    said(r, "released")
+    r:said("released")
     r:ok()
     assert.is_true(slept >= 1)
     assert.is_true(u.upgraded)
-    assert_info(rw, { writer = true, upgradeable = true, waiting_writers = 1 })
+    H.assert_rw_info(rw, { writer = true, upgradeable = true, waiting_writers = 1 })
     u:release()
-    said(w, "got")
-    touch(sig .. "/w")
-    said(w, "released")
+    w:said("got")
+    H.touch(sig .. "/w")
+    w:said("released")
     w:ok()
-    assert_info(rw, {})
+    H.assert_rw_info(rw, {})
   end)
 
   describe("rejects bad arguments:", function()
@@ -600,33 +499,25 @@ describe("upgrade", function()
     local bad_options = { { foo = 1 }, { timeout = 1 }, { [1] = true }, { cancel = 42 },
       { sleep = "x" }, "opts", 42 }
 
-    local function arg_error(n, name, f, ...)
-      local ok, err = pcall(f, ...)
-      assert.is_false(ok, ("%s: no error for bad argument #%d"):format(name, n))
-      assert.are.equal("string", type(err), ("%s: %s"):format(name, tostring(err)))
-      local want = ("bad argument #%d to '%s'"):format(n, name)
-      assert.is_truthy(err:find(want, 1, true), ("%s: %q does not say %q"):format(name, err, want))
-    end
-
     for _, m in ipairs(UPGRADES) do
       it(m, function()
         local rw = wh.rwlock("rw", { dir = H.tmpdir() })
         local u = rw:try_acquire_upgradeable_read()
-        for _, t in ipairs(bad_timeouts) do arg_error(1, m, u[m], u, t) end
+        for _, t in ipairs(bad_timeouts) do H.assert_bad_argument(1, m, u[m], u, t) end
         for _, o in ipairs(bad_options) do
-          arg_error(2, m, u[m], u, nil, o)
-          arg_error(2, m, u[m], u, 0, o)
+          H.assert_bad_argument(2, m, u[m], u, nil, o)
+          H.assert_bad_argument(2, m, u[m], u, 0, o)
         end
-        arg_error(3, m, u[m], u, nil, nil, 1)
-        arg_error(3, m, u[m], u, 0, {}, {})
+        H.assert_bad_argument(3, m, u[m], u, nil, nil, 1)
+        H.assert_bad_argument(3, m, u[m], u, 0, {}, {})
         assert.is_false(u.upgraded)
         assert.is_true(u:is_held())
-        assert_info(rw, { readers = 1, upgradeable = true })
+        H.assert_rw_info(rw, { readers = 1, upgradeable = true })
         -- the largest finite timeout is accepted
         u[m](u, 2147483.647, { cancel = wh.cancel_token(), sleep = nap })
         assert.is_true(u.upgraded)
         u:release()
-        assert_info(rw, {})
+        H.assert_rw_info(rw, {})
       end)
     end
   end)
