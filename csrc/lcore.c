@@ -342,20 +342,30 @@ static struct lhandle *check_handle(lua_State *L, int idx)
     return h;
 }
 
-/* Pushes a new, not yet held handle for the object table at objidx. Allocation comes before any
- * change to shared state, so a memory error never leaves a hold without a handle. */
-static struct lhandle *push_handle(lua_State *L, int objidx, uint32_t mode)
+/* Pushes a new, not yet held handle in `mode` whose metatable is at mtidx. Allocation comes
+ * before any change to shared state, so a memory error never leaves a hold without a handle. */
+static struct lhandle *new_handle(lua_State *L, uint32_t mode, int mtidx)
 {
     struct lhandle *h = lua_newuserdata(L, sizeof *h);
     memset(h, 0, sizeof *h);
     h->mode = mode;
+    lua_pushvalue(L, mtidx);
+    h->cookie = lua_topointer(L, -1);
+    lua_setmetatable(L, -2);
+    return h;
+}
+
+/* new_handle for the object table at objidx, whose [2][mode] is the handle metatable. */
+static struct lhandle *push_handle(lua_State *L, int objidx, uint32_t mode)
+{
+    struct lhandle *h;
     lua_rawgeti(L, objidx, 2);
     if (lua_istable(L, -1))
         lua_rawgeti(L, -1, (int)mode);
     if (!lua_istable(L, -1))
         luaL_error(L, "waithandles: object has no handle metatable for mode %d", (int)mode);
-    h->cookie = lua_topointer(L, -1);
-    lua_setmetatable(L, -3);
+    h = new_handle(L, mode, lua_gettop(L));
+    lua_replace(L, -3); /* the handle replaces the [2] table; the metatable is popped */
     lua_pop(L, 1);
     return h;
 }
@@ -603,23 +613,31 @@ static double opt_lease(lua_State *L, int idx)
     return s > 0 ? s : 1.0;
 }
 
+/* Ends an acquiring step r (wh_attempt / wh_wait) whose handle h is on top of the stack: raises
+ * on error, leaves nil instead of h if nothing was acquired, else records the hold in h. */
+static int finish(lua_State *L, struct lhandle *h, struct wh_obj *o, int r, uint64_t held,
+                  const struct wh_err *e)
+{
+    if (r < 0)
+        return raise_error(L, e, o->name);
+    if (r == 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    hold(h, o, held);
+    return 1;
+}
+
 /* One attempt for the object table at 1 in `mode`; w may be NULL. Pushes handle or nil. */
 static int attempt(lua_State *L, uint32_t mode, struct lwaiter *w, double lease_s)
 {
     struct lobj *u = check_obj(L, 1);
     struct lhandle *h = push_handle(L, 1, mode);
     struct wh_err e;
-    uint64_t held;
+    uint64_t held = 0;
     int r = wh_attempt(u->o, mode, u->ac_ns, w ? &w->w : NULL, (int64_t)(lease_s * 1e9), 0, &held,
                        &e);
-    if (r < 0)
-        return raise_error(L, &e, u->o->name);
-    if (r == 0) {
-        lua_pushnil(L);
-        return 1;
-    }
-    hold(h, u->o, held);
-    return 1;
+    return finish(L, h, u->o, r, held, &e);
 }
 
 /* core.attempt(obj, mode [, waiter [, lease]]) -> handle or nil */
@@ -639,18 +657,11 @@ static int l_wait(lua_State *L)
     uint32_t mode = w->w.mode & WH_WAIT_MODE_MASK;
     struct lhandle *h = push_handle(L, 1, mode);
     struct wh_err e;
-    uint64_t held;
+    uint64_t held = 0;
     int r = wh_wait(u->o, mode, u->ac_ns, &w->w, deadline, &held, &e);
-    if (r < 0) {
+    if (r < 0)
         wh_withdraw(u->o, &w->w);
-        return raise_error(L, &e, u->o->name);
-    }
-    if (r == 0) {
-        lua_pushnil(L);
-        return 1;
-    }
-    hold(h, u->o, held);
-    return 1;
+    return finish(L, h, u->o, r, held, &e);
 }
 
 /* The handle at idx, which must be a held upgradeable read; w (may be NULL) is withdrawn first
@@ -726,27 +737,13 @@ static int l_fast(lua_State *L)
     if (n == 1 || (try_style && n == 2 &&
                    (lua_isnil(L, 2) || (lua_type(L, 2) == LUA_TNUMBER && lua_tonumber(L, 2) == 0)))) {
         struct lobj *u = lua_touserdata(L, lua_upvalueindex(1));
-        struct lhandle *h = lua_newuserdata(L, sizeof *h);
+        struct lhandle *h = new_handle(L, mode, lua_upvalueindex(2));
         struct wh_err e;
-        uint64_t held;
-        int r;
-        memset(h, 0, sizeof *h);
-        h->mode = mode;
-        lua_pushvalue(L, lua_upvalueindex(2));
-        h->cookie = lua_topointer(L, -1);
-        lua_setmetatable(L, -2);
-        r = wh_attempt(u->o, mode, u->ac_ns, NULL, 0, 0, &held, &e);
-        if (r < 0)
-            return raise_error(L, &e, u->o->name);
-        if (r == 1) {
-            hold(h, u->o, held);
-            return 1;
-        }
-        if (try_style) {
-            lua_pushnil(L);
-            return 1;
-        }
-        lua_settop(L, n);
+        uint64_t held = 0;
+        int r = wh_attempt(u->o, mode, u->ac_ns, NULL, 0, 0, &held, &e);
+        if (r != 0 || try_style)
+            return finish(L, h, u->o, r, held, &e);
+        lua_settop(L, n); /* acquire: busy, so wait in Lua */
     }
     lua_pushvalue(L, lua_upvalueindex(4));
     lua_insert(L, 1);
