@@ -723,29 +723,39 @@ static int l_upgrade(lua_State *L)
 
 /*
  * The C body of one object's try_acquire / acquire (and the rwlock forms).
- * Upvalues: 1 the object's userdata, 2 the handle metatable, 3 the mode
- * (+ 256 for try_*), 4 the Lua implementation. Calls whose arguments need no
- * checking and no waiting are served here, in a few Lua API calls; the rest
- * go to the Lua implementation.
+ * Upvalues: 1 a struct fast (everything the common case needs, in one
+ * lookup), 2 the handle metatable, 3 the Lua implementation, 4 the object's
+ * userdata (kept alive; fast->u points into it). Calls whose arguments need
+ * no checking and no waiting are served here; the rest go to the Lua code.
  */
+struct fast {
+    struct lobj *u;
+    const void *cookie; /* address of the handle metatable */
+    uint32_t mode;
+    int try_style;
+};
+
 static int l_fast(lua_State *L)
 {
     int n = lua_gettop(L);
-    uint32_t mode = (uint32_t)lua_tointeger(L, lua_upvalueindex(3));
-    int try_style = mode > 255;
-    mode &= 255;
-    if (n == 1 || (try_style && n == 2 &&
+    const struct fast *f = lua_touserdata(L, lua_upvalueindex(1));
+    if (n == 1 || (f->try_style && n == 2 &&
                    (lua_isnil(L, 2) || (lua_type(L, 2) == LUA_TNUMBER && lua_tonumber(L, 2) == 0)))) {
-        struct lobj *u = lua_touserdata(L, lua_upvalueindex(1));
-        struct lhandle *h = new_handle(L, mode, lua_upvalueindex(2));
+        struct lhandle *h = lua_newuserdata(L, sizeof *h);
         struct wh_err e;
         uint64_t held = 0;
-        int r = wh_attempt(u->o, mode, u->ac_ns, NULL, 0, 0, &held, &e);
-        if (r != 0 || try_style)
-            return finish(L, h, u->o, r, held, &e);
+        int r;
+        memset(h, 0, sizeof *h);
+        h->mode = f->mode;
+        h->cookie = f->cookie;
+        lua_pushvalue(L, lua_upvalueindex(2));
+        lua_setmetatable(L, -2);
+        r = wh_attempt(f->u->o, f->mode, f->u->ac_ns, NULL, 0, 0, &held, &e);
+        if (r != 0 || f->try_style)
+            return finish(L, h, f->u->o, r, held, &e);
         lua_settop(L, n); /* acquire: busy, so wait in Lua */
     }
-    lua_pushvalue(L, lua_upvalueindex(4));
+    lua_pushvalue(L, lua_upvalueindex(3));
     lua_insert(L, 1);
     lua_call(L, n, LUA_MULTRET);
     return lua_gettop(L);
@@ -754,16 +764,21 @@ static int l_fast(lua_State *L)
 /* core.fast(obj, mode, slow, try_style) -> function for that object */
 static int l_make_fast(lua_State *L)
 {
-    check_obj(L, 1);
-    luaL_checkinteger(L, 2);
+    struct lobj *u = check_obj(L, 1);
+    uint32_t mode = (uint32_t)luaL_checkinteger(L, 2);
+    struct fast *f;
     luaL_checktype(L, 3, LUA_TFUNCTION);
-    lua_rawgeti(L, 1, 1);                   /* 1: userdata */
+    f = lua_newuserdata(L, sizeof *f); /* 1 */
     lua_rawgeti(L, 1, 2);
-    lua_rawgeti(L, -1, (int)lua_tointeger(L, 2));
-    lua_remove(L, -2);                      /* 2: handle metatable */
+    lua_rawgeti(L, -1, (int)mode);
+    lua_remove(L, -2); /* 2: handle metatable */
     luaL_argcheck(L, lua_istable(L, -1), 2, "no handle metatable for this mode");
-    lua_pushinteger(L, lua_tointeger(L, 2) + (lua_toboolean(L, 4) ? 256 : 0)); /* 3: mode */
-    lua_pushvalue(L, 3);                                                     /* 4: Lua code */
+    f->u = u;
+    f->cookie = lua_topointer(L, -1);
+    f->mode = mode;
+    f->try_style = lua_toboolean(L, 4);
+    lua_pushvalue(L, 3);     /* 3: Lua implementation */
+    lua_rawgeti(L, 1, 1);    /* 4: the object's userdata */
     lua_pushcclosure(L, l_fast, 4);
     return 1;
 }
