@@ -27,7 +27,10 @@ local LUAJIT_MODULE = ROOT .. "/build/luajit/waithandles/core.so"
 -- Builds the LuaJIT module if the LuaJIT headers are there; true if it exists.
 local function luajit_module()
   if not H.exists(LUAJIT_MODULE) and H.exists("/usr/include/luajit-2.1/lua.h") then
-    os.execute("make -s --no-print-directory LUA_VERSION=luajit all >/dev/null 2>&1")
+    -- A plain build, whatever make runs these specs (make exports its
+    -- command-line variables, e.g. a sanitizer build's BUILD and SANFLAGS).
+    os.execute("env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u LD_PRELOAD make -s --no-print-directory"
+      .. " LUA_VERSION=luajit BUILD=build/luajit SANFLAGS= all >/dev/null 2>&1")
   end
   return H.exists(LUAJIT_MODULE)
 end
@@ -42,8 +45,12 @@ elseif not luajit_module() then
 end
 
 -- A process with its stdout on a pipe, like H.spawn's children but any command.
+-- Never under the sanitizer runtime the specs may run with (LD_PRELOAD): nginx
+-- and curl are not instrumented, and curl hangs with it preloaded.
 local function run(argv)
-  local pid, fd = T.spawn(argv)
+  local cmd = { "env", "-u", "LD_PRELOAD" }
+  for _, a in ipairs(argv) do cmd[#cmd + 1] = a end
+  local pid, fd = T.spawn(cmd)
   return { pid = pid, fd = fd, out = "" }
 end
 
@@ -137,8 +144,7 @@ local function start_nginx(dir, workers)
       "}",
     }, "\n"))
     os.execute("mkdir -p " .. dir .. "/tmp")
-    -- Not under the sanitizer runtime the specs may run with: nginx is not instrumented.
-    local ngx = run({ "env", "-u", "LD_PRELOAD", "nginx", "-p", dir, "-c", conf })
+    local ngx = run({ "nginx", "-p", dir, "-c", conf })
     local deadline = T.now() + 10
     while T.now() < deadline do
       local ping = run({ "curl", "-s", "-m", "2", ("http://127.0.0.1:%d/ping"):format(port) })
