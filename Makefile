@@ -61,11 +61,13 @@ $(FLOORMOD): bench/whfloor.c csrc/compat.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR) -Icsrc -shared -o $@ $<
 
-# C unit and process tests (no Lua). The state machine is built a second time with crash points.
+# C unit and process tests (no Lua). The state machine and the guard are built a second time
+# with test hooks (crash points; an action before a guard waiter sleeps).
 CTEST_DIR := build/ctest$(if $(SANFLAGS),-san)
-$(CTEST_DIR)/test_state: csrc/test/test_state.c csrc/test/harness.h csrc/state.c csrc/names.c csrc/err.c $(HEADERS)
+STATE_TEST_SRC := csrc/test/test_state.c csrc/state.c csrc/guard.c csrc/wait.c csrc/names.c csrc/err.c
+$(CTEST_DIR)/test_state: $(STATE_TEST_SRC) csrc/test/harness.h $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) -std=gnu11 -D_GNU_SOURCE -DWH_CRASH_TEST $(WARNFLAGS) $(CFLAGS) $(SANFLAGS) -Icsrc -o $@ csrc/test/test_state.c csrc/state.c csrc/names.c csrc/err.c
+	$(CC) -std=gnu11 -D_GNU_SOURCE -DWH_CRASH_TEST $(WARNFLAGS) $(CFLAGS) $(SANFLAGS) -Icsrc -o $@ $(STATE_TEST_SRC)
 
 $(CTEST_DIR)/test_proc: csrc/test/test_proc.c csrc/test/harness.h $(CORE_SRC:%=csrc/%.c) $(HEADERS)
 	@mkdir -p $(dir $@)

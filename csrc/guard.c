@@ -1,8 +1,15 @@
 /*
  * The guard serialises changes to an object's state. It is a 64-bit word
  * holding its owner's identity, so an owner that dies while holding it can
- * be recognised and replaced; bit 63 says someone sleeps on it. Sleepers use
- * the futex on the word's low half, which changes whenever the owner does.
+ * be recognised and replaced; bit 63 (SLEEPERS) says someone may sleep on it.
+ *
+ * Sleepers use the futex on the word's high half, which holds SLEEPERS, and
+ * sleep only on a value with SLEEPERS set. Every drop clears the word and
+ * wakes if SLEEPERS was set, so a sleeper either is woken by the next drop or,
+ * if it comes too late for that wake-up (even when the same owner has taken
+ * the guard again meanwhile, without SLEEPERS), finds the half changed and
+ * does not sleep. The low half would not do: it stays the same when one owner
+ * drops and retakes the guard (model/README.md, "Findings").
  */
 #include <endian.h>
 #include <stdatomic.h>
@@ -13,14 +20,26 @@
 #define FIRST_PROBE_NS (200LL * 1000)
 #define PROBE_EVERY_NS (1000LL * 1000)
 
-static const void *low_half(_Atomic uint64_t *g)
+static const void *high_half(_Atomic uint64_t *g)
 {
 #if __BYTE_ORDER == __LITTLE_ENDIAN
-    return (const void *)g;
-#else
     return (const char *)g + 4;
+#else
+    return (const void *)g;
 #endif
 }
+
+#ifdef WH_CRASH_TEST
+/* Tests act here as other processes would between setting SLEEPERS and sleeping. */
+void (*wh_guard_before_sleep)(_Atomic uint64_t *g, const void *word, uint32_t val);
+#define BEFORE_SLEEP(g, word, val)                                                                 \
+    do {                                                                                           \
+        if (wh_guard_before_sleep)                                                                 \
+            wh_guard_before_sleep((g), (word), (val));                                             \
+    } while (0)
+#else
+#define BEFORE_SLEEP(g, word, val) ((void)0)
+#endif
 
 static void cpu_relax(void)
 {
@@ -76,7 +95,8 @@ int wh_guard_lock(_Atomic uint64_t *g, uint64_t me, int64_t deadline, wh_alive_f
             cur |= WH_GUARD_SLEEPERS;
         }
         until = next_probe < deadline ? next_probe : deadline;
-        wh_futex_wait(low_half(g), (uint32_t)cur, until - now);
+        BEFORE_SLEEP(g, high_half(g), (uint32_t)(cur >> 32));
+        wh_futex_wait(high_half(g), (uint32_t)(cur >> 32), until - now);
     }
 }
 
@@ -84,5 +104,5 @@ void wh_guard_unlock(_Atomic uint64_t *g)
 {
     uint64_t old = atomic_exchange(g, 0);
     if (old & WH_GUARD_SLEEPERS)
-        wh_futex_wake_all(low_half(g));
+        wh_futex_wake_all(high_half(g));
 }
