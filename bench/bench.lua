@@ -1,6 +1,7 @@
 -- make bench: what waithandles costs, next to the floor of DESIGN.md ("a C
 -- call that returns a new userdata with __gc, plus a method call"). Every
--- figure is the median of several interleaved rounds of CPU time, so the
+-- figure is the median of several interleaved rounds of CPU time, and every
+-- ratio the median of the rounds' ratios to the same round's floor, so the
 -- ratios come from one run on one machine.
 
 local wh = require "waithandles"
@@ -19,7 +20,9 @@ local function median(t)
   return t[math.ceil(#t / 2)]
 end
 
--- Runs every case ROUNDS times, interleaved; returns ns per iteration (median).
+-- Runs every case ROUNDS times, interleaved; returns ns per iteration (median)
+-- and, in .ratio, each case's median over the rounds of its cost divided by the
+-- same round's floor (the first case), which cancels the machine's drift.
 local function measure(cases)
   local samples = {}
   for _, c in ipairs(cases) do samples[c[1]] = {} end
@@ -32,13 +35,18 @@ local function measure(cases)
       samples[c[1]][#samples[c[1]] + 1] = (clock() - t) / N * 1e9
     end
   end
-  local out = {}
-  for _, c in ipairs(cases) do out[c[1]] = median(samples[c[1]]) end
+  local out, base = { ratio = {} }, samples[cases[1][1]]
+  for _, c in ipairs(cases) do
+    local s, ratios = samples[c[1]], {}
+    for i = 1, #s do ratios[i] = s[i] / base[i] end
+    out.ratio[c[1]] = median(ratios)
+    out[c[1]] = median(s)
+  end
   return out
 end
 
-local function row(name, ns, base, note)
-  print(("  %-46s %9.1f ns   %5.2fx floor%s"):format(name, ns, ns / base, note or ""))
+local function row(name, ns, ratio, note)
+  print(("  %-46s %9.1f ns   %5.2fx floor%s"):format(name, ns, ratio, note or ""))
 end
 
 print(("waithandles benchmark (%s, %s), %d iterations x %d rounds, median CPU time")
@@ -60,13 +68,13 @@ local r = measure({
   end },
 })
 print("\nuncontended try_acquire() + release(), one process (target: <= 2x floor)")
-row("floor: new userdata with __gc + method call", r.floor, r.floor)
-row("lock:try_acquire() + h:release()", r.lock, r.floor, r.lock <= 2 * r.floor and "  ok" or "  ABOVE TARGET")
-row("semaphore:try_acquire() + h:release()", r.semaphore, r.floor)
-row("rwlock:try_acquire_read() + h:release()", r.read, r.floor)
-row("rwlock:try_acquire_write() + h:release()", r.write, r.floor)
-row("rwlock:try_acquire_upgradeable_read() + release()", r.upgradeable, r.floor)
-results.lock_ratio = r.lock / r.floor
+row("floor: new userdata with __gc + method call", r.floor, r.ratio.floor)
+row("lock:try_acquire() + h:release()", r.lock, r.ratio.lock, r.ratio.lock <= 2 and "  ok" or "  ABOVE TARGET")
+row("semaphore:try_acquire() + h:release()", r.semaphore, r.ratio.semaphore)
+row("rwlock:try_acquire_read() + h:release()", r.read, r.ratio.read)
+row("rwlock:try_acquire_write() + h:release()", r.write, r.ratio.write)
+row("rwlock:try_acquire_upgradeable_read() + release()", r.upgradeable, r.ratio.upgradeable)
+results.lock_ratio = r.ratio.lock
 
 -- Held tickets do not make a semaphore slower: O(1) per operation.
 local held = {}
@@ -80,8 +88,8 @@ r = measure({
   { "many", function(n) for _ = 1, n do local h = many:try_acquire() h:release() end end },
 })
 print("\nsemaphore with tickets already held (target: about equal)")
-row("1 ticket held: try_acquire() + release()", r.one, r.floor)
-row("4096 tickets held: try_acquire() + release()", r.many, r.floor,
+row("1 ticket held: try_acquire() + release()", r.one, r.ratio.one)
+row("4096 tickets held: try_acquire() + release()", r.many, r.ratio.many,
   ("  (%.2fx the 1-ticket cost)"):format(r.many / r.one))
 for _, h in ipairs(held) do h:release() end
 
@@ -92,7 +100,7 @@ r = measure({
   { "floor", function(n) for _ = 1, n do local u = new() u:release() end end },
   { "read", function(n) for _ = 1, n do local h = rw:try_acquire_read() h:release() end end },
 })
-row("rwlock read with 1000 readers holding", r.read, r.floor)
+row("rwlock read with 1000 readers holding", r.read, r.ratio.read)
 for _, h in ipairs(held) do h:release() end
 
 print(("\nlock:try_acquire()+release() costs %.2fx the floor (DESIGN.md target: <= 2x)")
