@@ -59,6 +59,9 @@ echo "waithandles tests$( [ $ci = 1 ] && echo ' (CI=true: every Lua version, cla
 step "C unit and process tests (gcc)" $MAKE -s --no-print-directory test-c
 specs 5.4
 check "luarocks make into a temporary tree" scripts/check-rockspec.sh
+# The main job and the benchmark still run (a short benchmark: its figures are not judged here).
+check "make demo: the counter is exact after a kill" sh -c "$MAKE -s --no-print-directory demo | grep -q 'EXACT'"
+check "make bench runs (short)" sh -c "BENCH_N=2000 BENCH_ROUNDS=3 $MAKE -s --no-print-directory bench | grep -q 'costs .*x the floor'"
 
 if [ $ci = 1 ]; then
     for v in 5.1 5.2 5.3 luajit; do
