@@ -26,13 +26,6 @@ local function stamp_of(line)
   return tonumber(line:match("^%S+ (%S+)$"))
 end
 
--- A child holding `name` (lock) until killed; says "held".
-local HOLD = [[
-  local h = wh.lock(ARGS.name, { dir = ARGS.dir }):acquire(10)
-  say("held")
-  T.sleep(120)
-]]
-
 -- A child that holds `name`, waits until somebody waits for it, then ends
 -- the way ARGS.how says without releasing; says "dying <time>" first.
 local HOLD_UNTIL_WAITED = [[
@@ -88,8 +81,7 @@ describe("crash safety", function()
     it("SIGKILLed by another process while the parent blocks in acquire(20)", function()
       local dir = H.tmpdir()
       local l = wh.lock("victim", { dir = dir })
-      local holder = H.spawn(HOLD, { dir = dir, name = "victim" })
-      holder:expect("held")
+      local holder = H.lock_holder(dir, "victim", 120)
       local killer = H.spawn([[
         wait_info(wh.lock(ARGS.name, { dir = ARGS.dir }), "waiting", 1)
         say("killing", stamp())
@@ -135,8 +127,7 @@ describe("crash safety", function()
     it("killed before anybody waits: the next acquire gets it within 2 s", function()
       local dir = H.tmpdir()
       local l = wh.lock("victim", { dir = dir })
-      local c = H.spawn(HOLD, { dir = dir, name = "victim" })
-      c:expect("held")
+      local c = H.lock_holder(dir, "victim", 120)
       c:kill()
       c:wait()
       local t0 = T.now()
@@ -149,8 +140,7 @@ describe("crash safety", function()
     it("killed: info().held is exact as soon as the holder is reaped", function()
       local dir = H.tmpdir()
       local l = wh.lock("victim", { dir = dir })
-      local c = H.spawn(HOLD, { dir = dir, name = "victim" })
-      c:expect("held")
+      local c = H.lock_holder(dir, "victim", 120)
       assert.are.equal(1, l:info().held)
       c:kill()
       c:wait()
@@ -161,8 +151,7 @@ describe("crash safety", function()
     it("an async waiter in a coroutine (default sleep: yield) acquires when the holder is killed", function()
       local dir = H.tmpdir()
       local l = wh.lock("victim", { dir = dir, abandonment_check = 0.05 })
-      local c = H.spawn(HOLD, { dir = dir, name = "victim" })
-      c:expect("held")
+      local c = H.lock_holder(dir, "victim", 120)
       local co = coroutine.create(function() return l:acquire_async(20) end)
       local ok, delay = coroutine.resume(co)
       assert.is_true(ok, tostring(delay))
@@ -196,8 +185,7 @@ describe("crash safety", function()
     it("an async waiter with a custom sleep acquires when the holder is killed", function()
       local dir = H.tmpdir()
       local l = wh.lock("victim", { dir = dir })
-      local c = H.spawn(HOLD, { dir = dir, name = "victim" })
-      c:expect("held")
+      local c = H.lock_holder(dir, "victim", 120)
       local calls, killed = 0, nil
       local h = l:acquire_async(20, { sleep = function(s)
         calls = calls + 1
@@ -241,8 +229,7 @@ describe("crash safety", function()
       for i, how in ipairs(hows) do
         local name = "forever-" .. how
         locks[i] = wh.lock(name, { dir = dir })
-        holders[i] = H.spawn(HOLD, { dir = dir, name = name })
-        holders[i]:expect("held")
+        holders[i] = H.lock_holder(dir, name, 120)
         waiters[i] = H.spawn(code, { dir = dir, name = name, how = how })
       end
       for i = 1, #hows do
@@ -297,8 +284,7 @@ describe("crash safety", function()
         local c
         if i % 2 == 0 then
           -- killed while nobody waits
-          c = H.spawn(HOLD, { dir = dir, name = "cycles" })
-          c:expect("held")
+          c = H.lock_holder(dir, "cycles", 120)
           assert.is_nil(l:try_acquire())
           assert.are.equal(1, l:info().held)
           c:kill()

@@ -419,8 +419,13 @@ function H.probe_rw(dir, rw, want)
   p:ok()
 end
 
--- Child code for the rwlock specs, run after the spec's own
+-- H.spawn for the rwlock specs: the child's code runs after
 -- `local rw = wh.rwlock(ARGS.name, { dir = ARGS.dir })`.
+function H.spawn_rw(code, args)
+  return H.spawn("local rw = wh.rwlock(ARGS.name, { dir = ARGS.dir })\n" .. code, args)
+end
+
+-- Child code for H.spawn_rw.
 
 -- A writer: says "waiting", blocks in acquire_write, says "got", holds until
 -- ARGS.go exists, says "released".
@@ -493,14 +498,18 @@ function H.run(tasks, o)
   return results, log, yields
 end
 
--- Runs a coroutine body to its end, calling on_yield(value, n) after each
--- yield and sleeping (for real) the delay it yielded (else 1 ms); an error
--- in the body is raised again. Returns what the body returned first, the
--- number of yields, and everything coroutine.resume gave at the end.
-function H.drive_body(body, on_yield)
-  local co = coroutine.create(body)
+-- Runs a coroutine body (or resumes a suspended coroutine) to its end,
+-- calling on_yield(value, n) after each yield and sleeping (for real) the
+-- delay it yielded (else 1 ms); an error in the body is raised again, and so
+-- is not ending within `limit` seconds if given. Returns what the body
+-- returned first, the number of yields, and everything coroutine.resume gave
+-- at the end.
+function H.drive_body(body, on_yield, limit)
+  local co = type(body) == "thread" and body or coroutine.create(body)
+  local deadline = limit and H.now() + limit
   local n = 0
   while true do
+    assert(not deadline or H.now() < deadline, "the coroutine did not end within " .. tostring(limit) .. " s")
     local r = { coroutine.resume(co) }
     if not r[1] then error(r[2], 0) end
     if coroutine.status(co) == "dead" then return r[2], n, r end

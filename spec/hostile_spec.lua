@@ -96,6 +96,14 @@ local function expect_code(want, args, what)
   return line
 end
 
+-- Plants `bytes` as the object file `name` of kind k in dir: a child opening
+-- it must report `want`, and the file must be left as it was.
+local function refused(dir, name, k, bytes, want)
+  H.write_file(dir .. "/" .. name, bytes)
+  expect_code(want, { dir = dir, name = name, kind = k.kind, max = k.max })
+  assert(H.read_file(dir .. "/" .. name) == bytes, name .. " was changed")
+end
+
 local KINDS = {
   { kind = "lock" },
   { kind = "semaphore", max = 3 },
@@ -139,10 +147,7 @@ describe("hostile files", function()
       for _, k in ipairs(KINDS) do
         for i, size in ipairs({ 1, 7, 8, 100, 255, 256, 257, 4096, 4353, 70000 }) do
           local name = ("g-%s-%d"):format(k.kind, size)
-          local bytes = garbage(size, i * 7919 + #k.kind)
-          H.write_file(dir .. "/" .. name, bytes)
-          expect_code("error corrupt", { dir = dir, name = name, kind = k.kind, max = k.max })
-          assert(H.read_file(dir .. "/" .. name) == bytes, name .. " was changed")
+          refused(dir, name, k, garbage(size, i * 7919 + #k.kind), "error corrupt")
         end
       end
     end)
@@ -153,9 +158,7 @@ describe("hostile files", function()
         local valid = template(k.kind)
         for _, len in ipairs({ 1, 8, 12, 64, 128, 200, 255 }) do
           local name = ("t-%s-%d"):format(k.kind, len)
-          H.write_file(dir .. "/" .. name, valid:sub(1, len))
-          expect_code("error corrupt", { dir = dir, name = name, kind = k.kind, max = k.max })
-          assert.are.equal(valid:sub(1, len), H.read_file(dir .. "/" .. name))
+          refused(dir, name, k, valid:sub(1, len), "error corrupt")
         end
       end
     end)
@@ -203,10 +206,7 @@ describe("hostile files", function()
         local valid = template(k.kind)
         for i, magic in ipairs({ "XAITHDL1", "WAITHDL2", "WAITREG1", ("\0"):rep(8), ("\255"):rep(8) }) do
           local name = ("m-%s-%d"):format(k.kind, i)
-          local bytes = patch(valid, 0, magic)
-          H.write_file(dir .. "/" .. name, bytes)
-          expect_code("error corrupt", { dir = dir, name = name, kind = k.kind, max = k.max })
-          assert(H.read_file(dir .. "/" .. name) == bytes, name .. " was changed")
+          refused(dir, name, k, patch(valid, 0, magic), "error corrupt")
         end
       end
     end)
@@ -218,10 +218,7 @@ describe("hostile files", function()
         assert.are.equal(u32le(require("waithandles.core").format_version), valid:sub(9, 12))
         for _, v in ipairs({ 0, 2, 3, 256, 4294967295 }) do
           local name = ("v-%s-%d"):format(k.kind, v)
-          local bytes = patch(valid, 8, u32le(v))
-          H.write_file(dir .. "/" .. name, bytes)
-          expect_code("error mismatch", { dir = dir, name = name, kind = k.kind, max = k.max })
-          assert(H.read_file(dir .. "/" .. name) == bytes, name .. " was changed")
+          refused(dir, name, k, patch(valid, 8, u32le(v)), "error mismatch")
         end
       end
     end)

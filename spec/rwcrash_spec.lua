@@ -10,13 +10,8 @@ local H = require "helpers"
 local RECLAIM_BOUND = 2 -- s: a dead process's hold or claim is gone by then
 local LEASE_BOUND = 5   -- s: an abandoned async waiter's claim is gone by then
 
-local CHILD = [[
-local rw = wh.rwlock(ARGS.name, { dir = ARGS.dir })
-]]
-
-local function spawn(code, args)
-  return H.spawn(CHILD .. code, args)
-end
+-- Children work on `rw`, the rwlock ARGS.name in ARGS.dir.
+local spawn = H.spawn_rw
 
 -- SIGKILL, reaped: the process is gone for good when this returns.
 local function kill(child)

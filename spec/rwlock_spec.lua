@@ -4,15 +4,8 @@
 local wh = require "waithandles"
 local H = require "helpers"
 
--- Code every child starts with: the rwlock under test (H.spawn gives it
--- wait_file, for the parent's go-ahead: a file appearing).
-local CHILD = [[
-local rw = wh.rwlock(ARGS.name, { dir = ARGS.dir })
-]]
-
-local function spawn(code, args)
-  return H.spawn(CHILD .. code, args)
-end
+-- Children work on `rw`, the rwlock ARGS.name in ARGS.dir.
+local spawn = H.spawn_rw
 
 -- A sleep for async calls that yields to the coroutine's resumer (the same
 -- as the default inside a coroutine, which has a test of its own).

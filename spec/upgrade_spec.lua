@@ -4,30 +4,13 @@
 local wh = require "waithandles"
 local H = require "helpers"
 
-local CHILD = [[
-local rw = wh.rwlock(ARGS.name, { dir = ARGS.dir })
-]]
-
-local function spawn(code, args)
-  return H.spawn(CHILD .. code, args)
-end
+-- Children work on `rw`, the rwlock ARGS.name in ARGS.dir.
+local spawn = H.spawn_rw
 
 -- A sleep for async calls that yields to the coroutine's resumer.
 local function yield(d) coroutine.yield(d) end
 -- A sleep for async calls outside coroutines.
 local function nap(d) H.sleep(d) end
-
--- Resumes co until it ends (sleeping the delays it yields); returns what it returned.
-local function drive(co, what)
-  local deadline = H.now() + 10
-  while true do
-    assert.is_true(H.now() < deadline, (what or "coroutine") .. " did not finish")
-    local ok, r = coroutine.resume(co)
-    assert.is_true(ok, tostring(r))
-    if coroutine.status(co) == "dead" then return r end
-    H.sleep(r)
-  end
-end
 
 -- Not synchronisation: lets a waiting writer become older than any bound on
 -- barging, so that a rule putting old waiting writers before the upgrade
@@ -146,9 +129,9 @@ describe("upgrade", function()
     failed_without_trace(u:try_upgrade(0.05), "try_upgrade(0.05)")
     failed_without_trace(u:try_upgrade_async(0.05), "try_upgrade_async(0.05)")
     failed_without_trace(u:try_upgrade_async(0.05, { sleep = nap }), "try_upgrade_async with sleep")
-    failed_without_trace(drive(coroutine.create(function()
+    failed_without_trace(H.drive_body(function()
       return u:try_upgrade_async(0.05, { sleep = yield })
-    end)), "try_upgrade_async in a coroutine")
+    end, nil, 10), "try_upgrade_async in a coroutine")
     local err = H.raised(u.upgrade, u, 0.05)
     assert.are.equal("timeout", err.code)
     assert.are.equal(rw.name, err.name)
@@ -261,7 +244,7 @@ describe("upgrade", function()
     H.touch(sig .. "/r")
     r:said("released")
     r:ok()
-    drive(co, "upgrade_async")
+    H.drive_body(co, nil, 10)
     assert.is_true(u.upgraded)
     H.assert_rw_info(rw, { writer = true, upgradeable = true })
     u:release()
