@@ -26,6 +26,20 @@ local function stamp_of(line)
   return tonumber(line:match("^%S+ (%S+)$"))
 end
 
+-- A child holding n tickets of the semaphore "pool" (max_count max) in dir
+-- until killed; it has said "held".
+local function ticket_holder(dir, max, n)
+  local c = H.spawn([[
+    local s = wh.semaphore("pool", ARGS.max, { dir = ARGS.dir })
+    local hs = {}
+    for i = 1, ARGS.n do hs[i] = s:acquire(10) end
+    say("held")
+    T.sleep(120)
+  ]], { dir = dir, max = max, n = n })
+  c:expect("held")
+  return c
+end
+
 -- A child that holds `name`, waits until somebody waits for it, then ends
 -- the way ARGS.how says without releasing; says "dying <time>" first.
 local HOLD_UNTIL_WAITED = [[
@@ -472,17 +486,8 @@ describe("crash safety", function()
     it("tickets of killed holders come back, and info().held counts exactly", function()
       local dir = H.tmpdir()
       local sem = wh.semaphore("pool", 3, { dir = dir })
-      local code = [[
-        local s = wh.semaphore("pool", 3, { dir = ARGS.dir })
-        local hs = {}
-        for i = 1, ARGS.n do hs[i] = s:acquire(10) end
-        say("held")
-        T.sleep(120)
-      ]]
-      local a = H.spawn(code, { dir = dir, n = 2 })
-      a:expect("held")
-      local b = H.spawn(code, { dir = dir, n = 1 })
-      b:expect("held")
+      local a = ticket_holder(dir, 3, 2)
+      local b = ticket_holder(dir, 3, 1)
       assert.are.equal(3, sem:info().held)
       assert.is_nil(sem:try_acquire())
       a:kill()
@@ -509,14 +514,7 @@ describe("crash safety", function()
       local mine = sem:acquire(1) -- the parent keeps one ticket throughout
       for i = 1, 10 do
         local n = (i % 3) + 1
-        local c = H.spawn([[
-          local s = wh.semaphore("pool", 4, { dir = ARGS.dir })
-          local hs = {}
-          for i = 1, ARGS.n do hs[i] = s:acquire(10) end
-          say("held")
-          T.sleep(120)
-        ]], { dir = dir, n = n })
-        c:expect("held")
+        local c = ticket_holder(dir, 4, n)
         assert.are.equal(1 + n, sem:info().held, "cycle " .. i)
         c:kill()
         c:wait()

@@ -370,12 +370,7 @@ end
 -- f(...) must raise the standard Lua error for bad argument #n to function
 -- `fname` (a string saying "bad argument #n to 'fname'"). Returns the error.
 function H.assert_bad_argument(n, fname, f, ...)
-  local want = ("bad argument #%d to '%s'"):format(n, fname)
-  local ok, err = pcall(f, ...)
-  assert(not ok, "expected an error: " .. want)
-  assert.are.equal("string", type(err), ("expected %q, got: %s"):format(want, tostring(err)))
-  assert.is_truthy(err:find(want, 1, true), ("expected %q in %q"):format(want, err))
-  return err
+  return H.assert_argerror(("bad argument #%d to '%s'"):format(n, fname), f, ...)
 end
 
 -- Reader-writer locks --------------------------------------------------------
@@ -447,6 +442,21 @@ wait_file(ARGS.go, 60)
 h:release()
 say("released")
 ]]
+
+-- A child holding a read of `rw` (in dir) until the file `go` exists; it has said "held".
+function H.rw_reader(dir, rw, go)
+  local c = H.spawn_rw(H.RW_HOLDING_READER, { dir = dir, name = rw.name, go = go })
+  c:said("held")
+  return c
+end
+
+-- A child about to block in acquire_write on `rw` (in dir), then holding the
+-- write until the file `go` exists; it has said "waiting".
+function H.rw_writer(dir, rw, go)
+  local c = H.spawn_rw(H.RW_BLOCKED_WRITER, { dir = dir, name = rw.name, go = go })
+  c:said("waiting")
+  return c
+end
 
 -- Coroutines -----------------------------------------------------------------
 

@@ -72,8 +72,7 @@ describe("rwlock", function()
     -- in another process
     H.probe_rw(dir, rw, "no read no upgradeable no write")
     -- a writer blocked in another process gets it when this one releases
-    local c = spawn(H.RW_BLOCKED_WRITER, { dir = dir, name = rw.name, go = sig .. "/go" })
-    c:said("waiting")
+    local c = H.rw_writer(dir, rw, sig .. "/go")
     H.waiting_writers(rw, 1)
     H.assert_rw_info(rw, { writer = true, waiting_writers = 1 })
     assert.is_true(w:release())
@@ -100,8 +99,7 @@ describe("rwlock", function()
     local rw = wh.rwlock("rw", { dir = dir })
     local r1, r2 = rw:try_acquire_read(), rw:try_acquire_read()
     assert.is_truthy(r1 and r2)
-    local w = spawn(H.RW_BLOCKED_WRITER, { dir = dir, name = rw.name, go = sig .. "/go" })
-    w:said("waiting")
+    local w = H.rw_writer(dir, rw, sig .. "/go")
     H.waiting_writers(rw, 1)
     -- Only readers hold, yet a third process cannot read: the writer waits.
     H.probe_rw(dir, rw, "no read no upgradeable no write")
@@ -331,8 +329,7 @@ describe("rwlock", function()
     -- readers, here and in another process
     local a, b = rw:try_acquire_read(), other:try_acquire_read()
     H.assert_rw_info(rw, { readers = 2 })
-    local c = spawn(H.RW_HOLDING_READER, { dir = dir, name = rw.name, go = sig .. "/r" })
-    c:said("held")
+    local c = H.rw_reader(dir, rw, sig .. "/r")
     H.assert_rw_info(rw, { readers = 3 })
     H.assert_rw_info(other, { readers = 3 })
     a:release()
@@ -359,13 +356,7 @@ describe("rwlock", function()
     H.touch(sig .. "/r")
     c:said("released")
     c:ok()
-    local deadline = H.now() + 10
-    while coroutine.status(co) == "suspended" do
-      assert.is_true(H.now() < deadline, "the upgrade never completed")
-      local ok, d = coroutine.resume(co)
-      assert.is_true(ok, tostring(d))
-      if coroutine.status(co) ~= "dead" then H.sleep(d) end
-    end
+    H.drive_body(co, nil, 10)
     -- upgraded: one writer, no readers; the two writers still wait
     assert.is_true(u.upgraded)
     H.assert_rw_info(rw, { writer = true, upgradeable = true, waiting_writers = 2 })
