@@ -6,6 +6,8 @@
 
 #include "wh.h"
 
+#pragma GCC visibility push(hidden) /* as in wh.h */
+
 /* One mutex for all process-local bookkeeping: directories, registry, open objects. It is a
  * leaf: nothing else is locked while it is held, and the guard is never awaited under it. */
 extern pthread_mutex_t wh_mu;
@@ -41,5 +43,7 @@ static inline struct wh_reg_slot *wh_shard_slots(struct wh_reg_header *h)
 {
     return (struct wh_reg_slot *)(void *)(h + 1);
 }
+
+#pragma GCC visibility pop
 
 #endif
