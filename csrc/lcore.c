@@ -334,39 +334,60 @@ struct lhandle {
     const void *cookie; /* address of its metatable: lets the per-object methods check it fast */
 };
 
-static struct lhandle *check_handle(lua_State *L, int idx)
+/* The handle at idx, or NULL if the value there is not one. */
+static struct lhandle *test_handle(lua_State *L, int idx)
 {
     struct lhandle *h = lua_touserdata(L, idx);
-    if (h == NULL || !has_marker(L, idx, &handle_marker))
+    return h != NULL && has_marker(L, idx, &handle_marker) ? h : NULL;
+}
+
+static struct lhandle *check_handle(lua_State *L, int idx)
+{
+    struct lhandle *h = test_handle(L, idx);
+    if (h == NULL)
         luaL_argerror(L, idx, "waithandles handle expected");
     return h;
 }
 
-/* Pushes a new, not yet held handle in `mode` whose metatable is at mtidx. Allocation comes
- * before any change to shared state, so a memory error never leaves a hold without a handle. */
-static struct lhandle *new_handle(lua_State *L, uint32_t mode, int mtidx)
+/* Pushes a new, not yet held handle in `mode` whose metatable is at mtidx and has the address
+ * `cookie`. Allocation comes before any change to shared state, so a memory error never
+ * leaves a hold without a handle. */
+static struct lhandle *new_handle_at(lua_State *L, uint32_t mode, int mtidx, const void *cookie)
 {
     struct lhandle *h = lua_newuserdata(L, sizeof *h);
     memset(h, 0, sizeof *h);
     h->mode = mode;
+    h->cookie = cookie;
     lua_pushvalue(L, mtidx);
-    h->cookie = lua_topointer(L, -1);
     lua_setmetatable(L, -2);
     return h;
 }
 
-/* new_handle for the object table at objidx, whose [2][mode] is the handle metatable. */
+static struct lhandle *new_handle(lua_State *L, uint32_t mode, int mtidx)
+{
+    return new_handle_at(L, mode, mtidx, lua_topointer(L, mtidx));
+}
+
+/* Pushes the handle metatable of the object table at objidx for `mode` (its [2][mode]), or
+ * nil; returns whether it is a table. */
+static int push_handle_mt(lua_State *L, int objidx, uint32_t mode)
+{
+    lua_rawgeti(L, objidx, 2);
+    if (lua_istable(L, -1)) {
+        lua_rawgeti(L, -1, (int)mode);
+        lua_remove(L, -2);
+    }
+    return lua_istable(L, -1);
+}
+
+/* new_handle for the object table at objidx. */
 static struct lhandle *push_handle(lua_State *L, int objidx, uint32_t mode)
 {
     struct lhandle *h;
-    lua_rawgeti(L, objidx, 2);
-    if (lua_istable(L, -1))
-        lua_rawgeti(L, -1, (int)mode);
-    if (!lua_istable(L, -1))
+    if (!push_handle_mt(L, objidx, mode))
         luaL_error(L, "waithandles: object has no handle metatable for mode %d", (int)mode);
     h = new_handle(L, mode, lua_gettop(L));
-    lua_replace(L, -3); /* the handle replaces the [2] table; the metatable is popped */
-    lua_pop(L, 1);
+    lua_remove(L, -2); /* the metatable */
     return h;
 }
 
@@ -444,7 +465,7 @@ static int l_own_is_held(lua_State *L)
 /* core.is_handle(v) -> boolean */
 static int l_is_handle(lua_State *L)
 {
-    lua_pushboolean(L, lua_touserdata(L, 1) != NULL && has_marker(L, 1, &handle_marker));
+    lua_pushboolean(L, test_handle(L, 1) != NULL);
     return 1;
 }
 
@@ -677,7 +698,7 @@ static struct lhandle *check_upgradeable(lua_State *L, int idx, struct lwaiter *
     lua_getfield(L, -1, "_fields");
     lua_getfield(L, -1, "name");
     name = lua_tostring(L, -1);
-    if (w != NULL && w->o != NULL)
+    if (w != NULL) /* check_waiter made sure it is open */
         wh_withdraw(w->o, &w->w);
     if (h->mode != WH_MODE_UPGRADEABLE)
         wh_fail(&e, WH_EINVALID_STATE, 0, "only an upgradeable read handle can be upgraded");
@@ -730,7 +751,7 @@ static int l_upgrade(lua_State *L)
  */
 struct fast {
     struct lobj *u;
-    const void *cookie; /* address of the handle metatable */
+    const void *cookie; /* address of the handle metatable (saves lua_topointer per call) */
     uint32_t mode;
     int try_style;
 };
@@ -741,16 +762,10 @@ static int l_fast(lua_State *L)
     const struct fast *f = lua_touserdata(L, lua_upvalueindex(1));
     if (n == 1 || (f->try_style && n == 2 &&
                    (lua_isnil(L, 2) || (lua_type(L, 2) == LUA_TNUMBER && lua_tonumber(L, 2) == 0)))) {
-        struct lhandle *h = lua_newuserdata(L, sizeof *h);
+        struct lhandle *h = new_handle_at(L, f->mode, lua_upvalueindex(2), f->cookie);
         struct wh_err e;
         uint64_t held = 0;
-        int r;
-        memset(h, 0, sizeof *h);
-        h->mode = f->mode;
-        h->cookie = f->cookie;
-        lua_pushvalue(L, lua_upvalueindex(2));
-        lua_setmetatable(L, -2);
-        r = wh_attempt(f->u->o, f->mode, f->u->ac_ns, NULL, 0, 0, &held, &e);
+        int r = wh_attempt(f->u->o, f->mode, f->u->ac_ns, NULL, 0, 0, &held, &e);
         if (r != 0 || f->try_style)
             return finish(L, h, f->u->o, r, held, &e);
         lua_settop(L, n); /* acquire: busy, so wait in Lua */
@@ -769,10 +784,7 @@ static int l_make_fast(lua_State *L)
     struct fast *f;
     luaL_checktype(L, 3, LUA_TFUNCTION);
     f = lua_newuserdata(L, sizeof *f); /* 1 */
-    lua_rawgeti(L, 1, 2);
-    lua_rawgeti(L, -1, (int)mode);
-    lua_remove(L, -2); /* 2: handle metatable */
-    luaL_argcheck(L, lua_istable(L, -1), 2, "no handle metatable for this mode");
+    luaL_argcheck(L, push_handle_mt(L, 1, mode), 2, "no handle metatable for this mode"); /* 2 */
     f->u = u;
     f->cookie = lua_topointer(L, -1);
     f->mode = mode;

@@ -141,15 +141,13 @@ int wh_wait(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
         if (wh_futex_wait(&o->v.h->seq, w->seq, slice) == ETIMEDOUT) {
             struct stat st;
             /* A slow path: say so if a cleaner unlinked the file under us. */
-            if (fstat(o->fd, &st) == 0 && st.st_nlink == 0) {
-                wh_withdraw(o, w);
+            if (fstat(o->fd, &st) == 0 && st.st_nlink == 0)
                 return wh_fail(e, WH_EOS, ENOENT,
                                "the file of %s '%s' in %s was deleted by something other than "
                                "waithandles (systemd-logind RemoveIPC or a tmp cleaner?); other "
                                "processes may now use a different file: use a lock directory "
                                "that cleaners leave alone",
                                wh_kind_name(o->v.kind), o->name, wh_dir_path(o->dir));
-            }
         }
     }
 }

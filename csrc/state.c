@@ -195,6 +195,15 @@ static int take_count(const struct wh_view *v, const struct wh_ctx *c)
     return 1;
 }
 
+/* Drops the upgradeable read of `upg`, and the write of its upgrade if it has one, the write
+ * first: a crash in between leaves a dead upgradeable holder, which reclaim removes. */
+static void drop_upgradeable(struct wh_obj_header *h, uint64_t upg)
+{
+    if (LD(&h->owner) == upg)
+        ST(&h->owner, 0);
+    ST(&h->upgradeable, 0);
+}
+
 /* Leftovers of an earlier generation of our own slot are dead (no probe needed): clear them
  * before deciding, so they never stand in the new owner's way. */
 static void tidy_own_slot(const struct wh_view *v, const struct wh_ctx *c)
@@ -202,11 +211,8 @@ static void tidy_own_slot(const struct wh_view *v, const struct wh_ctx *c)
     struct wh_obj_header *h = v->h;
     uint64_t owner = LD(&h->owner), upg = LD(&h->upgradeable);
     if (own_slot_stale(c, upg)) {
-        if (owner == upg) {
-            ST(&h->owner, 0);
-            owner = 0;
-        }
-        ST(&h->upgradeable, 0);
+        drop_upgradeable(h, upg);
+        owner = LD(&h->owner);
     }
     if (own_slot_stale(c, owner))
         ST(&h->owner, 0);
@@ -315,11 +321,7 @@ int wh_st_release(const struct wh_view *v, uint32_t mode, uint64_t ident)
     case WH_MODE_UPGRADEABLE:
         if (LD(&h->upgradeable) != ident)
             return 0;
-        /* An upgraded holder drops the write lock first: a crash in between leaves a dead
-         * upgradeable holder, which reclaim removes. */
-        if (LD(&h->owner) == ident)
-            ST(&h->owner, 0);
-        ST(&h->upgradeable, 0);
+        drop_upgradeable(h, ident);
         return 1;
     }
     return 0;
@@ -387,9 +389,7 @@ int wh_st_reclaim(const struct wh_view *v, const struct wh_ctx *c)
         changed = 1;
     }
     if (upg != 0 && (!is_rw(v) || !alive_cached(c, &ac, upg))) {
-        if (LD(&h->owner) == upg)
-            ST(&h->owner, 0);
-        ST(&h->upgradeable, 0);
+        drop_upgradeable(h, upg);
         changed = 1;
     }
     if (has_slots(v)) {

@@ -167,7 +167,8 @@ void wh_waiter_init(struct wh_waiter *w, uint32_t mode, int futex, int64_t since
 /* 1 acquired (*held = the identity to release with), 0 busy, -1 error. */
 int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
                int64_t lease_ns, int64_t guard_deadline, uint64_t *held, struct wh_err *e);
-/* Blocks until acquired or deadline; the entry stays registered on timeout. */
+/* Blocks until acquired or deadline; on a timeout or an error the entry stays registered
+ * (the caller withdraws it). */
 int wh_wait(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
             int64_t deadline, uint64_t *held, struct wh_err *e);
 int wh_release(struct wh_obj *o, uint32_t mode, uint64_t ident); /* 1 released, 0 not ours */
