@@ -9,6 +9,7 @@ local M = {}
 M._VERSION = "waithandles 0.1.0"
 
 local unpack = table.unpack or unpack
+local function pack(...) return { n = select("#", ...), ... } end
 local huge, min = math.huge, math.min
 local type, select, error, pcall, setmetatable, getmetatable, rawget, rawset =
   type, select, error, pcall, setmetatable, getmetatable, rawget, rawset
@@ -53,7 +54,6 @@ local pcall_yieldable = pcall
 if _VERSION == "Lua 5.1" and not rawget(_G, "jit") then
   local create, resume, status, yield = coroutine.create, coroutine.resume, coroutine.status,
     coroutine.yield
-  local function pack(...) return { n = select("#", ...), ... } end
   pcall_yieldable = function(f, ...)
     local co = create(function(...) return f(...) end) -- 5.1 cannot create from a C function
     local r = pack(resume(co, ...))
@@ -115,13 +115,13 @@ M._yieldable = yieldable
 local function pick_sleep(opts, obj)
   local s = opts and opts.sleep or obj._sleep
   if s then return s end
+  if not yieldable() then return nil end -- the blocking wait
   local ngx = rawget(_G, "ngx")
   if type(ngx) == "table" and type(ngx.sleep) == "function" and type(ngx.get_phase) == "function"
-    and NGX_YIELD_PHASES[ngx.get_phase()] and yieldable() then
+    and NGX_YIELD_PHASES[ngx.get_phase()] then
     return ngx.sleep
   end
-  if yieldable() then return coroutine.yield end
-  return nil -- the blocking wait
+  return coroutine.yield
 end
 
 -- ---- the waiting loops --------------------------------------------------
@@ -132,6 +132,12 @@ end
 --   block(w, seconds) blocks up to seconds (sliced in C), like step
 --   waiter(futex)    a new waiter
 --   check()    raises if the wait can no longer succeed (e.g. released handle)
+
+-- Raises (after withdraw, if given) if the wait is cancelled or can no longer succeed.
+local function check_stop(d, cancel, withdraw)
+  check_cancel(cancel, d.obj, withdraw)
+  if d.check then d.check(withdraw) end -- the cancel function may have released the handle
+end
 
 local function blocking_wait(d, t, cancel, since)
   local w = d.waiter(true, since)
@@ -149,8 +155,7 @@ local function blocking_wait(d, t, cancel, since)
       w:withdraw()
       return nil
     end
-    check_cancel(cancel, d.obj, withdraw)
-    if d.check then d.check(withdraw) end -- the cancel function may have released the handle
+    check_stop(d, cancel, withdraw)
   end
 end
 
@@ -184,8 +189,7 @@ end
 local function wait_for(d, t, opts, async)
   local cancel = opts and opts.cancel
   local since = now()
-  check_cancel(cancel, d.obj)
-  if d.check then d.check() end
+  check_stop(d, cancel)
   local r = d.step(nil)
   if r or t == 0 then return r end
   local sleep = async and pick_sleep(opts, d.obj)
@@ -207,6 +211,14 @@ local function acquisition(obj, mode)
   }
 end
 
+-- Calls define(name, is_try, async) for try_<base>, <base>, try_<base>_async, <base>_async.
+local function define_forms(base, define)
+  define("try_" .. base, true, false)
+  define(base, false, false)
+  define("try_" .. base .. "_async", true, true)
+  define(base .. "_async", false, true)
+end
+
 -- Defines try_X, X, try_X_async, X_async for one mode of one kind. The
 -- blocking pair also gets a C closure per object (see new_object) that
 -- serves the common cases without entering Lua.
@@ -222,10 +234,7 @@ local function acquirers(methods, fast, suffix, mode)
     end
     if not async then fast[#fast + 1] = { name, mode, is_try } end
   end
-  define("try_acquire" .. suffix, true, false)
-  define("acquire" .. suffix, false, false)
-  define("try_acquire" .. suffix .. "_async", true, true)
-  define("acquire" .. suffix .. "_async", false, true)
+  define_forms("acquire" .. suffix, define)
 end
 
 -- ---- handles ------------------------------------------------------------
@@ -273,10 +282,7 @@ local function define_upgrade(name, is_try, async)
     return ok and true or false
   end
 end
-define_upgrade("try_upgrade", true, false)
-define_upgrade("upgrade", false, false)
-define_upgrade("try_upgrade_async", true, true)
-define_upgrade("upgrade_async", false, true)
+define_forms("upgrade", define_upgrade)
 
 -- ---- options and names ----------------------------------------------------
 
@@ -394,9 +400,9 @@ local KINDS = {
   },
 }
 
-local function new_object(kind, name, max_count, popts, opts, fname)
+-- A new object of `kind` with settings s (see settings()).
+local function new_object(kind, name, max_count, s, fname)
   local k = KINDS[kind]
-  local s = settings(popts, opts)
   local ename = object_name(name, s.exact, fname)
   local ud = core.open(k.id, s.dir, s.dir_mode, ename, max_count or 1, s.mode, s.ac)
   local self = setmetatable({
@@ -477,7 +483,7 @@ function Provider.lock(self, name, opts, ...)
   check_provider(self, "lock")
   check_count(select("#", ...) + 2, 2, "lock")
   check_options(opts, 2, "lock", "ctor", 2)
-  return new_object("lock", name, nil, self._opts, opts, "lock")
+  return new_object("lock", name, nil, settings(self._opts, opts), "lock")
 end
 
 function Provider.semaphore(self, name, max_count, opts, ...)
@@ -488,14 +494,15 @@ function Provider.semaphore(self, name, max_count, opts, ...)
     argerror(2, "semaphore", "max_count must be an integer from 1 to 2^31-1")
   end
   check_options(opts, 3, "semaphore", "ctor", 2)
-  return new_object("semaphore", name, math.floor(max_count), self._opts, opts, "semaphore")
+  return new_object("semaphore", name, math.floor(max_count), settings(self._opts, opts),
+    "semaphore")
 end
 
 function Provider.rwlock(self, name, opts, ...)
   check_provider(self, "rwlock")
   check_count(select("#", ...) + 2, 2, "rwlock")
   check_options(opts, 2, "rwlock", "ctor", 2)
-  return new_object("rwlock", name, nil, self._opts, opts, "rwlock")
+  return new_object("rwlock", name, nil, settings(self._opts, opts), "rwlock")
 end
 
 function Provider.remove(self, name, opts, ...)
@@ -519,12 +526,12 @@ local function define_all(name, is_try, async)
     end
     local t = check_timeout(timeout, 2, name, not is_try, 2)
     check_options(opts, 3, name, "call", 2)
-    local locks, seen = {}, {}
+    local locks, seen, s = {}, {}, settings(self._opts)
     for i = 1, #names do
       if type(names[i]) ~= "string" then
         argerror(1, name, ("names[%d] must be a string, got %s"):format(i, type(names[i])))
       end
-      local lock = self:lock(names[i])
+      local lock = new_object("lock", names[i], nil, s, name)
       if seen[lock.name] then
         argerror(1, name, ("names '%s' and '%s' are the same lock"):format(seen[lock.name],
           names[i]))
@@ -553,10 +560,7 @@ local function define_all(name, is_try, async)
       name = table.concat(ordered, "+"), names = ordered }, CompositeMT)
   end
 end
-define_all("try_acquire_all", true, false)
-define_all("acquire_all", false, false)
-define_all("try_acquire_all_async", true, true)
-define_all("acquire_all_async", false, true)
+define_forms("acquire_all", define_all)
 
 -- ---- module-level API -------------------------------------------------------
 
@@ -566,10 +570,13 @@ local function provider()
   return default_provider
 end
 
+-- M.lock and M.rwlock check their options themselves rather than tail-call
+-- Provider's: on Lua 5.1 an error raised beyond a tail call loses the
+-- caller's position ("file:line:").
 function M.lock(name, opts, ...)
   check_count(select("#", ...) + 2, 2, "lock")
   check_options(opts, 2, "lock", "ctor", 2)
-  return new_object("lock", name, nil, provider()._opts, opts, "lock")
+  return new_object("lock", name, nil, settings(provider()._opts, opts), "lock")
 end
 
 function M.semaphore(name, max_count, opts, ...)
@@ -580,7 +587,7 @@ end
 function M.rwlock(name, opts, ...)
   check_count(select("#", ...) + 2, 2, "rwlock")
   check_options(opts, 2, "rwlock", "ctor", 2)
-  return new_object("rwlock", name, nil, provider()._opts, opts, "rwlock")
+  return new_object("rwlock", name, nil, settings(provider()._opts, opts), "rwlock")
 end
 
 function M.remove(name, opts, ...)
@@ -598,14 +605,10 @@ function M.using(handle, fn, ...)
     argerror(1, "using", "handle expected, got " .. type(handle))
   end
   if type(fn) ~= "function" then argerror(2, "using", "function expected, got " .. type(fn)) end
-  local r = { n = 0 }
-  local function collect(ok, ...)
-    r = { n = select("#", ...), ok = ok, ... }
-  end
-  collect(pcall(fn, handle, ...))
+  local r = pack(pcall(fn, handle, ...))
   handle:release()
-  if not r.ok then error(r[1], 0) end
-  return unpack(r, 1, r.n)
+  if not r[1] then error(r[2], 0) end
+  return unpack(r, 2, r.n)
 end
 
 return M
