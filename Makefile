@@ -35,7 +35,7 @@ MODULE := $(BUILD)/waithandles/core.so
 TESTMOD := $(BUILD)/whtest.so
 FLOORMOD := $(BUILD)/whfloor.so
 
-.PHONY: all test test-one test-c install uninstall clean demo bench model deps
+.PHONY: all test test-one test-c install uninstall clean demo bench model
 
 all: $(MODULE)
 
@@ -103,7 +103,7 @@ demo:
 bench:
 	@scripts/deps.sh --quiet
 	@$(MAKE) -s --no-print-directory all $(FLOORMOD) $(TESTMOD)
-	@LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/bench.lua
+	@LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/bench.lua
 
 # The protocol model (doc/FORMAT.md), checked exhaustively with spin; prints TAP lines.
 model:

@@ -37,8 +37,8 @@ local function exists(path)
 end
 
 local function alive(pid)
-  return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true
-    or os.execute("kill -0 " .. pid .. " 2>/dev/null") == 0
+  local r = os.execute("kill -0 " .. pid .. " 2>/dev/null")
+  return r == true or r == 0 -- Lua 5.2+ or 5.1
 end
 
 -- The worker: ROUNDS times, take the lock, read the counter, write it + 1.

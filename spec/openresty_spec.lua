@@ -10,8 +10,8 @@ local T = H.whtest
 local MODULES = "/usr/lib/nginx/modules"
 
 local function have(cmd)
-  return os.execute("command -v " .. cmd .. " >/dev/null 2>&1") == true
-    or os.execute("command -v " .. cmd .. " >/dev/null 2>&1") == 0
+  local r = os.execute("command -v " .. cmd .. " >/dev/null 2>&1")
+  return r == true or r == 0 -- Lua 5.2+ or 5.1
 end
 
 local function repo_root()
