@@ -14,7 +14,6 @@ local clock = os.clock
 
 local dir = whtest.mkdtemp()
 
-
 local function median(t)
   table.sort(t)
   return t[math.ceil(#t / 2)]
