@@ -6,15 +6,7 @@ local H = require "helpers"
 
 -- The "cancelled" error object, naming the object.
 local function assert_cancelled(name, err, what)
-  what = what and (what .. ": ") or ""
-  assert.are.equal("table", type(err), what .. "expected an error object, got: " .. tostring(err))
-  assert.are.equal("cancelled", err.code, what .. tostring(err))
-  assert.are.equal("string", type(err.message))
-  if name then
-    assert.are.equal(name, err.name, what)
-    assert.is_truthy(err.message:find(name, 1, true), what .. err.message)
-    assert.is_truthy(tostring(err):find(name, 1, true), what .. tostring(err))
-  end
+  H.assert_error("cancelled", name, err, what)
 end
 
 describe("cancellation", function()

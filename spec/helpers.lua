@@ -340,22 +340,28 @@ function H.raised(f, ...)
   return err
 end
 
--- f(...) must raise a waithandles error object with `code`: a message string
--- (naming the object `name`, if given, which is also err.name) and a
--- __tostring. Returns the error.
-function H.assert_code(code, name, f, ...)
-  local err = H.catch(f, ...)
-  assert.are.equal("table", type(err), "expected an error object, got: " .. tostring(err))
-  assert.are.equal(code, err.code, tostring(err))
+-- err must be a waithandles error object with `code`: a message string and a
+-- __tostring, both naming the object `name` if given, which is also err.name.
+-- `what`, if given, prefixes the failure messages. Returns err.
+function H.assert_error(code, name, err, what)
+  what = what and (what .. ": ") or ""
+  assert.are.equal("table", type(err), what .. "expected an error object, got: " .. tostring(err))
+  assert.are.equal(code, err.code, what .. tostring(err))
   assert.are.equal("string", type(err.message))
-  if name then
-    assert.are.equal(name, err.name)
-    assert.is_truthy(err.message:find(name, 1, true), err.message)
-  end
   local mt = getmetatable(err)
   assert.are.equal("function", type(mt and mt.__tostring))
   assert.are.equal("string", type(tostring(err)))
+  if name then
+    assert.are.equal(name, err.name, what)
+    assert.is_truthy(err.message:find(name, 1, true), what .. err.message)
+    assert.is_truthy(tostring(err):find(name, 1, true), what .. tostring(err))
+  end
   return err
+end
+
+-- f(...) must raise such an error object (H.assert_error). Returns the error.
+function H.assert_code(code, name, f, ...)
+  return H.assert_error(code, name, H.catch(f, ...))
 end
 
 -- f(...) must raise a standard Lua argument error (a string) containing `want`.
