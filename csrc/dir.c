@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "dir.h"
+#include "policy.h"
 
 pthread_mutex_t wh_mu = PTHREAD_MUTEX_INITIALIZER;
 struct wh_dir *wh_dirs;
@@ -358,7 +359,7 @@ int wh_file_ready(int fd, const struct wh_filekind *k, const char *label, struct
         if (need == 0 || (size_t)st.st_size >= need)
             return 0;
     }
-    if (wh_ofd_lock(fd, F_WRLCK, WH_LK_INIT, 5000) != 0)
+    if (wh_ofd_lock(fd, F_WRLCK, WH_LK_INIT, WH_INIT_WAIT_MS) != 0)
         return wh_fail(e, WH_EOS, errno == EACCES ? EAGAIN : errno,
                        "cannot initialise %s: another process has held its initialisation lock "
                        "for 5 s",

@@ -14,11 +14,8 @@
 #include <endian.h>
 #include <stdatomic.h>
 
+#include "policy.h"
 #include "wh.h"
-
-#define SPINS 64
-#define FIRST_PROBE_NS (200LL * 1000)
-#define PROBE_EVERY_NS (1000LL * 1000)
 
 static const void *high_half(_Atomic uint64_t *g)
 {
@@ -57,14 +54,14 @@ int wh_guard_lock(_Atomic uint64_t *g, uint64_t me, int64_t deadline, wh_alive_f
 
     if (atomic_compare_exchange_strong(g, &cur, me))
         return WH_GUARD_OK;
-    for (int i = 0; i < SPINS; i++) {
+    for (int i = 0; i < WH_GUARD_SPINS; i++) {
         cpu_relax();
         cur = atomic_load_explicit(g, memory_order_relaxed);
         if (cur == 0 && atomic_compare_exchange_weak(g, &cur, me))
             return WH_GUARD_OK;
     }
     now = wh_now();
-    next_probe = now + FIRST_PROBE_NS;
+    next_probe = now + WH_GUARD_FIRST_PROBE_NS;
     /* However short the caller's deadline, a busy guard gets a brief wait. */
     if (deadline < now + WH_GUARD_GRACE_NS)
         deadline = now + WH_GUARD_GRACE_NS;
@@ -85,7 +82,7 @@ int wh_guard_lock(_Atomic uint64_t *g, uint64_t me, int64_t deadline, wh_alive_f
                     return WH_GUARD_TAKEN_OVER;
                 continue;
             }
-            next_probe = now + PROBE_EVERY_NS;
+            next_probe = now + WH_GUARD_PROBE_EVERY_NS;
         }
         if (now >= deadline)
             return WH_GUARD_BUSY;

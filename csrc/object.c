@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "dir.h"
+#include "policy.h"
 
 static struct wh_obj *objs; /* guarded by wh_mu */
 
@@ -155,7 +156,7 @@ struct wh_obj *wh_obj_open(struct wh_dir *d, const char *name, uint32_t kind, ui
         if (wh_file_ready(fd, &k, label, e) != 0)
             goto fail;
         /* Shared "in use" lock; a remover holds it exclusively for a moment. */
-        if (wh_ofd_lock(fd, F_RDLCK, WH_LK_INUSE, 2000) != 0) {
+        if (wh_ofd_lock(fd, F_RDLCK, WH_LK_INUSE, WH_INUSE_WAIT_MS) != 0) {
             wh_fail(e, WH_EOS, errno == EACCES ? EAGAIN : errno,
                     "cannot open %s: it has been being removed for 2 s", label);
             goto fail;

@@ -8,11 +8,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "policy.h"
 #include "wh.h"
-
-#define LEASE_MARGIN_NS (500LL * 1000 * 1000)
-#define UNREGISTERED_SLICE_NS (2LL * 1000 * 1000) /* no entry, so maybe no wake-up: poll */
-#define REATTEMPT_NS (50LL * 1000 * 1000)         /* async: full attempt at least this often */
 
 /* The clock is read only where it is needed: not on the uncontended path. */
 static void ctx_init(struct wh_ctx *c, struct wh_obj *o, uint64_t me)
@@ -129,15 +126,15 @@ int wh_wait(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
 {
     for (;;) {
         int64_t now, slice;
-        int r = wh_attempt(o, mode, ac_ns, w, ac_ns + LEASE_MARGIN_NS, deadline, held, e);
+        int r = wh_attempt(o, mode, ac_ns, w, ac_ns + WH_LEASE_MARGIN_NS, deadline, held, e);
         if (r != 0)
             return r;
         now = wh_now();
         if (now >= deadline)
             return 0;
         slice = deadline - now < ac_ns ? deadline - now : ac_ns;
-        if (w->idx < 0 && slice > UNREGISTERED_SLICE_NS)
-            slice = UNREGISTERED_SLICE_NS;
+        if (w->idx < 0 && slice > WH_UNREGISTERED_SLICE_NS)
+            slice = WH_UNREGISTERED_SLICE_NS;
         if (wh_futex_wait(&o->v.h->seq, w->seq, slice) == ETIMEDOUT) {
             struct stat st;
             /* A slow path: say so if a cleaner unlinked the file under us. */
@@ -191,7 +188,7 @@ void wh_withdraw(struct wh_obj *o, struct wh_waiter *w)
 int wh_changed(struct wh_obj *o, const struct wh_waiter *w, int64_t ac_ns)
 {
     int64_t now = wh_now();
-    return atomic_load(&o->v.h->seq) != w->seq || now - w->last_attempt >= REATTEMPT_NS ||
+    return atomic_load(&o->v.h->seq) != w->seq || now - w->last_attempt >= WH_REATTEMPT_NS ||
            now - atomic_load(&o->v.h->last_reclaim) >= ac_ns;
 }
 

@@ -122,9 +122,8 @@ int wh_st_check(const struct wh_view *v, char *why, size_t whylen); /* invariant
 /* ---- the guard (guard.c) ---- */
 
 enum { WH_GUARD_OK = 0, WH_GUARD_TAKEN_OVER = 1, WH_GUARD_BUSY = 2 };
-/* A busy guard is waited for at least this long, so a "don't wait" call on a free object never
- * fails just because another process was changing the state at that instant. */
-#define WH_GUARD_GRACE_NS (10LL * 1000 * 1000)
+/* A busy guard is waited for at least WH_GUARD_GRACE_NS (policy.h), however short the
+ * caller's deadline. */
 int wh_guard_lock(_Atomic uint64_t *g, uint64_t me, int64_t deadline, wh_alive_fn alive, void *actx);
 void wh_guard_unlock(_Atomic uint64_t *g);
 

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "policy.h"
 #include "wh.h"
 
 #define SEC         (1000LL * 1000 * 1000)
