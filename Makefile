@@ -25,11 +25,14 @@ LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_ABI)
 LUADIR ?= $(PREFIX)/share/lua/$(LUA_ABI)
 BUILD ?= build/$(LUA_VERSION)
 BUSTED ?= /usr/bin/busted
+RUNNER ?=
 INSTALL ?= install
 
 CORE_SRC := err names wait guard state dir registry object ops
+LUA_SRC := lerr ltypes lhandle lacquire lcore
 ALL_CFLAGS := -std=gnu11 -fPIC -fvisibility=hidden -D_GNU_SOURCE $(WARNFLAGS) $(CFLAGS) $(SANFLAGS) $(CPPFLAGS)
 CORE_OBJ := $(CORE_SRC:%=$(BUILD)/obj/%.o)
+LUA_OBJ := $(LUA_SRC:%=$(BUILD)/obj/%.o)
 HEADERS := $(wildcard csrc/*.h)
 MODULE := $(BUILD)/waithandles/core.so
 TESTMOD := $(BUILD)/whtest.so
@@ -43,12 +46,12 @@ $(BUILD)/obj/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-$(BUILD)/obj/lcore.o: csrc/lcore.c $(HEADERS)
+$(LUA_OBJ): $(BUILD)/obj/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR) -c $< -o $@
 
 # -z nodelete: the fork handlers must outlive any dlclose of the module.
-$(MODULE): $(CORE_OBJ) $(BUILD)/obj/lcore.o
+$(MODULE): $(CORE_OBJ) $(LUA_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(SANFLAGS) $(LDFLAGS) -Wl,-z,nodelete -o $@ $^ -pthread -ldl
 
@@ -85,7 +88,7 @@ test:
 # The busted suite under one Lua version (used by scripts/test.sh).
 test-one: $(MODULE) $(TESTMOD)
 	LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" \
-	WH_LUA="$(LUA)" WH_BUILD="$(BUILD)" $(LUA) $(BUSTED) $(BUSTED_ARGS)
+	WH_LUA="$(LUA)" WH_BUILD="$(BUILD)" $(RUNNER) $(LUA) $(BUSTED) $(BUSTED_ARGS)
 
 install: $(MODULE)
 	$(INSTALL) -d $(DESTDIR)$(LIBDIR)/waithandles $(DESTDIR)$(LUADIR)/waithandles

@@ -1,18 +1,15 @@
 /*
  * The one place that knows Lua versions apart (5.1, LuaJIT, 5.2, 5.3, 5.4).
  * Shims are static and prefixed, so they never clash with the functions
- * LuaJIT itself exports under the 5.2 names.
+ * LuaJIT itself exports under the 5.2 names. The 5.1 ABI is shared by PUC
+ * Lua 5.1 and LuaJIT: one build must load in both, so nothing here may
+ * reference a symbol that only one of them exports.
  */
 #ifndef WH_COMPAT_H
 #define WH_COMPAT_H
 
 #include <lauxlib.h>
 #include <lua.h>
-#if defined(__has_include)
-#if __has_include(<luajit.h>)
-#include <luajit.h> /* only on LuaJIT's include path */
-#endif
-#endif
 
 #if LUA_VERSION_NUM == 501
 #define wh_rawlen(L, i) lua_objlen((L), (i))
@@ -53,11 +50,23 @@ static inline void *wh_testudata(lua_State *L, int i, const char *tname)
 
 #define wh_newlib(L, l) (lua_newtable(L), wh_setfuncs((L), (l), 0))
 
-/* lua_isyieldable: Lua 5.3+ and LuaJIT 2.1; 5.1 and 5.2 are judged from Lua (init.lua). */
-#if LUA_VERSION_NUM >= 503 || defined(LUAJIT_VERSION_NUM)
-#define WH_HAVE_ISYIELDABLE 1
+/*
+ * User values: one table per userdata that has one. 5.1 and LuaJIT keep it as
+ * the userdata's environment, 5.2 and 5.3 as its user value (5.2 accepts only
+ * a table), 5.4 as user value 1.
+ */
+#if LUA_VERSION_NUM >= 504
+#define wh_newudata(L, sz, nuv) lua_newuserdatauv((L), (sz), (nuv))
+#define wh_getuv(L, i) ((void)lua_getiuservalue((L), (i), 1))
+#define wh_setuv(L, i) ((void)lua_setiuservalue((L), (i), 1))
+#elif LUA_VERSION_NUM >= 502
+#define wh_newudata(L, sz, nuv) ((void)(nuv), lua_newuserdata((L), (sz)))
+#define wh_getuv(L, i) ((void)lua_getuservalue((L), (i)))
+#define wh_setuv(L, i) lua_setuservalue((L), (i))
 #else
-#define WH_HAVE_ISYIELDABLE 0
+#define wh_newudata(L, sz, nuv) ((void)(nuv), lua_newuserdata((L), (sz)))
+#define wh_getuv(L, i) lua_getfenv((L), (i))
+#define wh_setuv(L, i) ((void)lua_setfenv((L), (i)))
 #endif
 
 #endif

@@ -425,7 +425,7 @@ describe("async", function()
       c:ok()
     end)
 
-    it("inside waithandles.using: blocks on Lua 5.1, yields elsewhere", function()
+    it("inside waithandles.using: yields on every Lua version", function()
       local l, other = lock("using"), lock("using-other")
       local c = H.lock_holder_until_waited(dir, "using", 0.05)
       local co = coroutine.create(function()
@@ -435,11 +435,7 @@ describe("async", function()
       assert_ended_ok(r)
       assert.is_true(r[2]:is_held())
       assert.are.equal(0, other:info().held)
-      if H.is_51 then
-        assert.are.equal(0, yields)
-      else
-        assert.is_true(yields >= 1, "it did not yield through using")
-      end
+      assert.is_true(yields >= 1, "it did not yield through using")
       c:ok()
     end)
 
@@ -559,7 +555,8 @@ describe("async", function()
         assert.is_true(#calls >= 1)
         for i, c in ipairs(calls) do
           assert.is_true(c.s > 0, "delay #" .. i .. " is " .. c.s)
-          assert.is_true(c.s <= c.left + 0.002,
+          -- (c.left is measured a little after the poll that chose c.s)
+          assert.is_true(c.s <= c.left + 0.01,
             ("timeout %g: delay #%d is %g s with %g s left"):format(t, i, c.s, c.left))
         end
       end

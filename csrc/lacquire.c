@@ -1,0 +1,525 @@
+/*
+ * Acquiring: every try_*, acquire*, *upgrade* call starts here. The start
+ * checks the arguments (lerr.c), honours a cancel token that is already
+ * cancelled, and makes the first attempt without waiting; the common case
+ * ends there, without entering Lua. A call that must wait gets a waiter: a
+ * userdata holding its mark in the object's wait table (withdrawn by its
+ * __gc if all else fails), which either blocks in C (acquire, try_acquire
+ * with a timeout, upgrade) or is polled by the facade between calls to its
+ * sleep function (the *_async forms, which are Lua functions because only
+ * Lua can yield in every Lua version).
+ */
+#include <math.h>
+#include <string.h>
+
+#include "lcore.h"
+#include "policy.h"
+
+struct lwaiter {
+    struct wh_obj *o; /* referenced; NULL once closed */
+    struct wh_waiter w;
+    int64_t ac_ns, deadline, delay;
+    double t; /* the timeout, for messages */
+    uint32_t mode;
+    int is_try;
+};
+
+/* The waiter's user value: what the wait is for, and its options. */
+enum { W_SUBJECT = 1, W_HANDLE, W_CANCEL, W_SLEEP };
+
+static const char *what_of(const struct wh_obj *o)
+{
+    return wh_kind_name(o->v.kind);
+}
+
+/* ---- signatures of the acquiring functions ---- */
+
+#define SIG(name, self, mode, try, args) {name, self, mode, try, args}
+enum {
+    F_TRY, F_ACQ, F_TRY_ASYNC, F_ACQ_ASYNC,
+};
+/* [self][form]: lock and semaphore (MODE_LOCK), rwlock read/write/upgradeable, upgrade */
+static const struct wh_sig sigs[][4] = {
+#define FORMS(self, mode, base, up)                                                                \
+    {SIG("try_" base, self, mode, 1, "to"), SIG(base, self, mode, 0, "wo"),                        \
+     SIG("try_" base "_async", self, mode, 1, "to"), SIG(base "_async", self, mode, 0, "wo")}
+    FORMS(S_LOCK, WH_MODE_LOCK, "acquire", 0),
+    FORMS(S_SEMAPHORE, WH_MODE_LOCK, "acquire", 0),
+    FORMS(S_RWLOCK, WH_MODE_READ, "acquire_read", 0),
+    FORMS(S_RWLOCK, WH_MODE_WRITE, "acquire_write", 0),
+    FORMS(S_RWLOCK, WH_MODE_UPGRADEABLE, "acquire_upgradeable_read", 0),
+    FORMS(S_UPGRADEABLE, WH_MODE_UPGRADE, "upgrade", 1),
+#undef FORMS
+};
+enum { G_LOCK, G_SEM, G_READ, G_WRITE, G_UPGR, G_UPGRADE };
+
+/* ---- cancellation ---- */
+
+static void withdraw(struct lwaiter *w)
+{
+    if (w != NULL && w->o != NULL)
+        wh_withdraw(w->o, &w->w);
+}
+
+/* Raises "cancelled" (after withdrawing w) if the cancel option at idx says so; an error of a
+ * cancel function propagates unchanged, also after withdrawing. */
+static void check_cancel(lua_State *L, int idx, struct lwaiter *w, const struct wh_obj *o)
+{
+    int yes;
+    if (idx == 0)
+        return;
+    if (lua_isfunction(L, idx)) {
+        lua_pushvalue(L, idx);
+        if (lua_pcall(L, 0, 1, 0) != 0) {
+            withdraw(w);
+            lua_error(L);
+        }
+        yes = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    } else {
+        int *flag = wh_testudata(L, idx, WH_T_TOKEN);
+        yes = flag != NULL && *flag;
+    }
+    if (yes) {
+        withdraw(w);
+        wh_raise_code(L, WH_ECANCELLED, o->name, "waiting for %s '%s' was cancelled", what_of(o),
+                      o->name);
+    }
+}
+
+/* ---- results ---- */
+
+/* What a call returns (or raises) when it did not get what it waited for. */
+static int not_acquired(lua_State *L, int is_try, int upgrade, double t, const struct wh_obj *o)
+{
+    if (!is_try)
+        return wh_raise_code(L, WH_ETIMEOUT, o->name, "timed out after %g s waiting for %s%s '%s' in %s",
+                             t, upgrade ? "the upgrade of " : "", what_of(o), o->name,
+                             wh_dir_path(o->dir));
+    if (upgrade)
+        lua_pushboolean(L, 0);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+/* The held upgradeable handle at idx, or raises "released" / "invalid_state" (after
+ * withdrawing w): released comes first, whatever else is true of the handle. */
+static struct lhandle *check_upgrade(lua_State *L, int idx, struct lwaiter *w)
+{
+    struct lhandle *h = wh_tohandle(L, idx);
+    if (h == NULL || !wh_handle_held(h)) {
+        const char *name;
+        withdraw(w);
+        wh_push_handle_field(L, idx, "name");
+        name = lua_isstring(L, -1) ? lua_tostring(L, -1) : "?";
+        return wh_raise_code(L, WH_ERELEASED, name,
+                             "the handle of rwlock '%s' was released; it cannot be upgraded",
+                             name),
+               NULL;
+    }
+    if (h->flags & H_UPGRADED)
+        return wh_raise_code(L, WH_EINVALID_STATE, h->o->name,
+                             "rwlock '%s' was already upgraded; a handle upgrades once",
+                             h->o->name),
+               NULL;
+    return h;
+}
+
+/* ---- waiters ---- */
+
+static struct lwaiter *to_waiter(lua_State *L, int idx)
+{
+    struct lwaiter *w = luaL_checkudata(L, idx, WH_T_WAITER);
+    if (w->o == NULL)
+        luaL_argerror(L, idx, "waiter already closed");
+    return w;
+}
+
+static void close_waiter(struct lwaiter *w)
+{
+    struct wh_obj *o = w->o;
+    if (o != NULL) {
+        wh_withdraw(o, &w->w);
+        w->o = NULL;
+        wh_obj_unref(o);
+    }
+}
+
+static int waiter_gc(lua_State *L)
+{
+    close_waiter(luaL_checkudata(L, 1, WH_T_WAITER));
+    return 0;
+}
+
+/* Pushes a waiter for the call whose subject (object or handle) is at `subject`, preallocated
+ * result handle at `handle` (0: an upgrade), options a. */
+static struct lwaiter *new_waiter(lua_State *L, const struct wh_sig *sig, int subject, int handle,
+                                  struct wh_obj *o, int64_t ac_ns, const struct wh_args *a,
+                                  int64_t since)
+{
+    struct lwaiter *w = wh_newudata(L, sizeof *w, 1);
+    memset(w, 0, sizeof *w);
+    wh_waiter_init(&w->w, sig->mode, 0, since);
+    w->ac_ns = ac_ns;
+    w->t = a->timeout;
+    w->deadline = a->timeout == HUGE_VAL ? WH_FOREVER
+                                         : since + (int64_t)(a->timeout * 1e9);
+    w->delay = WH_POLL_MIN_NS;
+    w->mode = sig->mode;
+    w->is_try = sig->is_try;
+    luaL_getmetatable(L, WH_T_WAITER);
+    lua_setmetatable(L, -2);
+    lua_createtable(L, 4, 0);
+    lua_pushvalue(L, subject);
+    lua_rawseti(L, -2, W_SUBJECT);
+    if (handle != 0) {
+        lua_pushvalue(L, handle);
+        lua_rawseti(L, -2, W_HANDLE);
+    }
+    if (a->cancel != 0) {
+        lua_pushvalue(L, a->cancel);
+        lua_rawseti(L, -2, W_CANCEL);
+    }
+    if (a->sleep != 0) {
+        lua_pushvalue(L, a->sleep);
+        lua_rawseti(L, -2, W_SLEEP);
+    } else if (sig->self != S_UPGRADEABLE) {
+        wh_getuv(L, subject); /* the object's sleep option */
+        lua_rawgeti(L, -1, UV_SLEEP);
+        lua_remove(L, -2);
+        lua_rawseti(L, -2, W_SLEEP);
+    } else {
+        wh_push_handle_sleep(L, subject);
+        lua_rawseti(L, -2, W_SLEEP);
+    }
+    wh_setuv(L, -2);
+    wh_obj_ref(o);
+    w->o = o;
+    return w;
+}
+
+/*
+ * One attempt of waiter w (at widx); its user value is pushed at uv. Returns 1 with the
+ * result pushed, 0 if busy; raises on errors (after withdrawing).
+ */
+static int waiter_attempt(lua_State *L, struct lwaiter *w, int uv, int64_t guard_deadline,
+                          int block)
+{
+    struct wh_err e;
+    uint64_t held = 0;
+    int r;
+    struct lhandle *h = NULL;
+    if (w->mode == WH_MODE_UPGRADE) {
+        lua_rawgeti(L, uv, W_SUBJECT);
+        h = check_upgrade(L, lua_gettop(L), w);
+        lua_pop(L, 1);
+    }
+    if (block)
+        r = wh_wait(w->o, w->mode, w->ac_ns, &w->w, guard_deadline, &held, &e);
+    else
+        r = wh_attempt(w->o, w->mode, w->ac_ns, &w->w, 2 * w->delay + WH_LEASE_MARGIN_NS, 0,
+                       &held, &e);
+    if (r < 0) {
+        withdraw(w);
+        wh_raise(L, &e, w->o->name);
+    }
+    if (r == 0)
+        return 0;
+    if (h != NULL) {
+        h->flags |= H_UPGRADED;
+        lua_pushboolean(L, 1);
+    } else {
+        lua_rawgeti(L, uv, W_HANDLE);
+        wh_handle_hold(lua_touserdata(L, -1), w->o, held);
+    }
+    return 1;
+}
+
+/* Blocks (in C) until w acquires, times out or is cancelled; leaves the result pushed. */
+static int block(lua_State *L, struct lwaiter *w, int uv)
+{
+    int cancel;
+    lua_rawgeti(L, uv, W_CANCEL);
+    cancel = lua_isnil(L, -1) ? 0 : lua_gettop(L);
+    w->w.mode |= WH_WAIT_FUTEX;
+    for (;;) {
+        int64_t until = w->deadline, now;
+        /* Cancellation is checked at least once per abandonment_check. */
+        if (cancel != 0 && until - wh_now() > w->ac_ns)
+            until = wh_now() + w->ac_ns;
+        if (waiter_attempt(L, w, uv, until, 1))
+            return 1;
+        now = wh_now();
+        if (now >= w->deadline) {
+            withdraw(w);
+            return not_acquired(L, w->is_try, w->mode == WH_MODE_UPGRADE, w->t, w->o);
+        }
+        check_cancel(L, cancel, w, w->o);
+    }
+}
+
+static int waiter_block(lua_State *L)
+{
+    struct lwaiter *w = to_waiter(L, 1);
+    lua_settop(L, 1);
+    wh_getuv(L, 1);
+    return block(L, w, 2);
+}
+
+/* w:poll() -> true, result (acquired, or not in time) | false, nil, delay in seconds */
+static int waiter_poll(lua_State *L)
+{
+    struct lwaiter *w = to_waiter(L, 1);
+    int64_t now, left;
+    lua_settop(L, 1);
+    wh_getuv(L, 1);
+    lua_rawgeti(L, 2, W_CANCEL);
+    check_cancel(L, lua_isnil(L, 3) ? 0 : 3, w, w->o);
+    lua_settop(L, 2);
+    /* Skip the full attempt while nothing changed (a read of seq). */
+    if (w->w.idx < 0 || wh_changed(w->o, &w->w, w->ac_ns) || w->mode == WH_MODE_UPGRADE) {
+        if (waiter_attempt(L, w, 2, 0, 0)) {
+            lua_pushboolean(L, 1);
+            lua_insert(L, -2);
+            return 2;
+        }
+    }
+    now = wh_now();
+    left = w->deadline - now;
+    if (left <= 0) {
+        withdraw(w);
+        lua_pushboolean(L, 1);
+        not_acquired(L, w->is_try, w->mode == WH_MODE_UPGRADE, w->t, w->o);
+        return 2;
+    }
+    lua_pushboolean(L, 0);
+    lua_pushnil(L);
+    lua_pushnumber(L, (lua_Number)(w->delay < left ? w->delay : left) / 1e9);
+    w->delay = w->delay * 3 / 2 > WH_POLL_MAX_NS ? WH_POLL_MAX_NS : w->delay * 3 / 2;
+    return 3;
+}
+
+static int waiter_withdraw(lua_State *L)
+{
+    withdraw(to_waiter(L, 1));
+    return 0;
+}
+
+/* ---- the acquiring calls ---- */
+
+/*
+ * The common start of every acquiring call described by sig, its arguments from stack index
+ * 1 on, argument errors reported at `level`. Returns 1 with the result pushed when the call
+ * is over; otherwise pushes a waiter (and returns 0).
+ */
+static int start(lua_State *L, const struct wh_sig *sig, int level, struct lwaiter **wp)
+{
+    struct wh_args a;
+    struct wh_obj *o;
+    struct wh_err e;
+    int64_t ac;
+    int handle = 0, r;
+    uint64_t held = 0;
+    struct lhandle *h = NULL, *up = NULL;
+
+    wh_checkargs(L, sig, 1, level, &a);
+    if (sig->self == S_UPGRADEABLE) {
+        up = check_upgrade(L, 1, NULL);
+        o = up->o;
+        ac = wh_handle_ac(L, 1);
+    } else {
+        struct lobj *u = a.self;
+        o = u->o;
+        ac = u->ac_ns;
+        h = wh_new_handle(L, u, sig->mode);
+        handle = lua_gettop(L);
+    }
+    check_cancel(L, a.cancel, NULL, o);
+    r = wh_attempt(o, sig->mode, ac, NULL, 0, 0, &held, &e);
+    if (r < 0)
+        return wh_raise(L, &e, o->name);
+    if (r == 1) {
+        if (up != NULL) {
+            up->flags |= H_UPGRADED;
+            lua_pushboolean(L, 1);
+        } else {
+            wh_handle_hold(h, o, held);
+        }
+        return 1;
+    }
+    if (a.timeout == 0)
+        return not_acquired(L, sig->is_try, up != NULL, 0, o);
+    *wp = new_waiter(L, sig, 1, handle, o, ac, &a, wh_now());
+    return 0;
+}
+
+/* A blocking form: try_acquire, acquire, try_upgrade, upgrade. */
+static int blocking(lua_State *L, const struct wh_sig *sig)
+{
+    struct lwaiter *w;
+    int r;
+    if (lua_gettop(L) == 1 && sig->self != S_UPGRADEABLE) {
+        /* The common case first: no arguments, and a free object. */
+        /* Called as a method of the object it was made for (its upvalue): recognised at once. */
+        struct lobj *u = lua_touserdata(L, 1);
+        if (u != NULL && u == lua_touserdata(L, lua_upvalueindex(1)) && u->o != NULL) {
+            struct lhandle *h = wh_new_handle(L, u, sig->mode);
+            struct wh_err e;
+            uint64_t held = 0;
+            r = wh_attempt(u->o, sig->mode, u->ac_ns, NULL, 0, 0, &held, &e);
+            if (r == 1) {
+                wh_handle_hold(h, u->o, held);
+                return 1;
+            }
+            if (r < 0)
+                return wh_raise(L, &e, u->o->name);
+            if (sig->is_try)
+                return not_acquired(L, 1, 0, 0, u->o);
+            lua_settop(L, 1);
+        }
+    }
+    if (start(L, sig, 1, &w))
+        return 1;
+    wh_getuv(L, -1);
+    r = block(L, w, lua_gettop(L));
+    close_waiter(w);
+    return r;
+}
+
+/* An async form's start (the facade wraps it): result, or nil, waiter, sleep (or nil). */
+static int async_start(lua_State *L, const struct wh_sig *sig)
+{
+    struct lwaiter *w;
+    if (start(L, sig, 2, &w))
+        return 1;
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    wh_getuv(L, -1);
+    lua_rawgeti(L, -1, W_SLEEP);
+    lua_remove(L, -2);
+    return 3;
+}
+
+#define METHOD(fn, g, form, how)                                                                   \
+    static int fn(lua_State *L) { return how(L, &sigs[g][form]); }
+METHOD(lock_try, G_LOCK, F_TRY, blocking)
+METHOD(lock_acq, G_LOCK, F_ACQ, blocking)
+METHOD(lock_try_async, G_LOCK, F_TRY_ASYNC, async_start)
+METHOD(lock_acq_async, G_LOCK, F_ACQ_ASYNC, async_start)
+METHOD(sem_try, G_SEM, F_TRY, blocking)
+METHOD(sem_acq, G_SEM, F_ACQ, blocking)
+METHOD(sem_try_async, G_SEM, F_TRY_ASYNC, async_start)
+METHOD(sem_acq_async, G_SEM, F_ACQ_ASYNC, async_start)
+METHOD(read_try, G_READ, F_TRY, blocking)
+METHOD(read_acq, G_READ, F_ACQ, blocking)
+METHOD(read_try_async, G_READ, F_TRY_ASYNC, async_start)
+METHOD(read_acq_async, G_READ, F_ACQ_ASYNC, async_start)
+METHOD(write_try, G_WRITE, F_TRY, blocking)
+METHOD(write_acq, G_WRITE, F_ACQ, blocking)
+METHOD(write_try_async, G_WRITE, F_TRY_ASYNC, async_start)
+METHOD(write_acq_async, G_WRITE, F_ACQ_ASYNC, async_start)
+METHOD(upgr_try, G_UPGR, F_TRY, blocking)
+METHOD(upgr_acq, G_UPGR, F_ACQ, blocking)
+METHOD(upgr_try_async, G_UPGR, F_TRY_ASYNC, async_start)
+METHOD(upgr_acq_async, G_UPGR, F_ACQ_ASYNC, async_start)
+METHOD(up_try, G_UPGRADE, F_TRY, blocking)
+METHOD(up_acq, G_UPGRADE, F_ACQ, blocking)
+METHOD(up_try_async, G_UPGRADE, F_TRY_ASYNC, async_start)
+METHOD(up_acq_async, G_UPGRADE, F_ACQ_ASYNC, async_start)
+#undef METHOD
+
+/* ---- info ---- */
+
+static int info(lua_State *L, uint32_t kind, const char *tname)
+{
+    struct lobj *u = wh_toobj(L, 1, kind);
+    struct wh_info in;
+    struct wh_err e;
+    if (u == NULL)
+        return wh_argerror(L, 1, 1, "info", "%s expected, got %s", tname, wh_typename(L, 1));
+    if (lua_gettop(L) > 1)
+        return wh_argerror(L, 1, 1, "info", "no more than 0 arguments expected");
+    if (wh_info(u->o, &in, &e) != 0)
+        return wh_raise(L, &e, u->o->name);
+    lua_createtable(L, 0, 12);
+    lua_pushinteger(L, (lua_Integer)in.held);
+    lua_setfield(L, -2, "held");
+    if (kind == WH_KIND_RWLOCK) {
+        lua_pushinteger(L, (lua_Integer)in.readers);
+        lua_setfield(L, -2, "readers");
+        lua_pushboolean(L, in.writer);
+        lua_setfield(L, -2, "writer");
+        lua_pushboolean(L, in.upgradeable);
+        lua_setfield(L, -2, "upgradeable");
+        lua_pushboolean(L, in.upgraded);
+        lua_setfield(L, -2, "upgraded");
+        lua_pushinteger(L, (lua_Integer)in.waiting_writers);
+        lua_setfield(L, -2, "waiting_writers");
+    }
+    lua_pushinteger(L, (lua_Integer)in.waiting);
+    lua_setfield(L, -2, "waiting");
+    lua_createtable(L, (int)in.nholders, 0);
+    for (uint32_t i = 0; i < in.nholders; i++) {
+        lua_createtable(L, 0, 1);
+        lua_pushinteger(L, (lua_Integer)wh_dir_pid(u->o->dir, in.holders[i]));
+        lua_setfield(L, -2, "pid");
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    lua_setfield(L, -2, "holders");
+    for (int i = 0; i < 4; i++) {
+        static const char *const fields[] = {"name", "path", "kind", "max_count"};
+        lua_getfield(L, 1, fields[i]);
+        lua_setfield(L, -2, fields[i]);
+    }
+    return 1;
+}
+
+static int lock_info(lua_State *L) { return info(L, WH_KIND_LOCK, WH_T_LOCK); }
+static int sem_info(lua_State *L) { return info(L, WH_KIND_SEMAPHORE, WH_T_SEMAPHORE); }
+static int rw_info(lua_State *L) { return info(L, WH_KIND_RWLOCK, WH_T_RWLOCK); }
+
+const luaL_Reg wh_lock_methods[] = {{"try_acquire", lock_try}, {"acquire", lock_acq},
+                                    {"info", lock_info}, {NULL, NULL}};
+const luaL_Reg wh_semaphore_methods[] = {{"try_acquire", sem_try}, {"acquire", sem_acq},
+                                         {"info", sem_info}, {NULL, NULL}};
+const luaL_Reg wh_rwlock_methods[] = {{"try_acquire_read", read_try},
+                                      {"acquire_read", read_acq},
+                                      {"try_acquire_write", write_try},
+                                      {"acquire_write", write_acq},
+                                      {"try_acquire_upgradeable_read", upgr_try},
+                                      {"acquire_upgradeable_read", upgr_acq},
+                                      {"info", rw_info},
+                                      {NULL, NULL}};
+const luaL_Reg wh_upgrade_methods[] = {{"try_upgrade", up_try}, {"upgrade", up_acq}, {NULL, NULL}};
+
+/* The starts of the async forms, by "<kind>.<method>", for the facade to wrap. */
+const luaL_Reg wh_async_starts[] = {{"lock.try_acquire_async", lock_try_async},
+                                    {"lock.acquire_async", lock_acq_async},
+                                    {"semaphore.try_acquire_async", sem_try_async},
+                                    {"semaphore.acquire_async", sem_acq_async},
+                                    {"rwlock.try_acquire_read_async", read_try_async},
+                                    {"rwlock.acquire_read_async", read_acq_async},
+                                    {"rwlock.try_acquire_write_async", write_try_async},
+                                    {"rwlock.acquire_write_async", write_acq_async},
+                                    {"rwlock.try_acquire_upgradeable_read_async", upgr_try_async},
+                                    {"rwlock.acquire_upgradeable_read_async", upgr_acq_async},
+                                    {"upgrade.try_upgrade_async", up_try_async},
+                                    {"upgrade.upgrade_async", up_acq_async},
+                                    {NULL, NULL}};
+
+void wh_open_acquire(lua_State *L)
+{
+    static const luaL_Reg waiter_meta[] = {{"__gc", waiter_gc}, {NULL, NULL}};
+    static const luaL_Reg waiter_methods[] = {{"poll", waiter_poll},
+                                              {"block", waiter_block},
+                                              {"withdraw", waiter_withdraw},
+                                              {NULL, NULL}};
+    luaL_newmetatable(L, WH_T_WAITER);
+    wh_setfuncs(L, waiter_meta, 0);
+    wh_newlib(L, waiter_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, WH_T_WAITER);
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+}

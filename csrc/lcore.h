@@ -1,0 +1,154 @@
+/*
+ * The Lua glue of waithandles.core, shared by its four units:
+ *   lerr.c      error objects, argument checks (one signature table), settings
+ *   ltypes.c    the userdata types: objects, handles, composites, providers, tokens
+ *   lacquire.c  acquiring: the first attempt, waiters, blocking and async steps
+ *   lcore.c     luaopen, module functions, yieldability, the facade's hooks
+ * Every function reachable from Lua checks its userdata arguments before it
+ * touches them: metatables are reachable through debug.getmetatable.
+ */
+#ifndef WH_LCORE_H
+#define WH_LCORE_H
+
+#include "compat.h"
+#include "wh.h"
+
+#pragma GCC visibility push(hidden)
+
+#define WH_T_LOCK "waithandles.Lock"
+#define WH_T_SEMAPHORE "waithandles.Semaphore"
+#define WH_T_RWLOCK "waithandles.RWLock"
+#define WH_T_HANDLE "waithandles.Handle"
+#define WH_T_UPGRADE "waithandles.UpgradeableHandle" /* registry key of its methods */
+#define WH_T_COMPOSITE "waithandles.Composite" /* registry key; its __name is WH_T_HANDLE */
+#define WH_T_PROVIDER "waithandles.Provider"
+#define WH_T_TOKEN "waithandles.CancelToken"
+#define WH_T_WAITER "waithandles.Waiter"
+#define WH_T_ERROR "waithandles.Error"
+
+#define WH_MAX_SECONDS 2147483.647
+
+/* ---- objects (ltypes.c) ---- */
+
+struct lobj { /* userdata of the three object types */
+    struct wh_obj *o; /* NULL once collected */
+    int64_t ac_ns;    /* abandonment_check */
+    uint32_t kind;
+    int mtref[WH_MODE_UPGRADEABLE + 1];          /* registry refs of its handle metatables */
+    const void *cookie[WH_MODE_UPGRADEABLE + 1]; /* their addresses; [0]: its own metatable's */
+};
+
+/* Integer keys of an object's user value table; its string keys are its public fields. */
+enum { UV_SLEEP = 8 };
+
+/* The object at idx if it is one of kind `kind` (0: any kind), else NULL. */
+struct lobj *wh_toobj(lua_State *L, int idx, uint32_t kind);
+const char *wh_obj_typename(uint32_t kind);
+
+/* ---- handles ---- */
+
+#define H_HELD 1u
+#define H_UPGRADED 2u
+
+struct lhandle {
+    const void *cookie; /* address of its metatable: proves the userdata is one of ours */
+    struct wh_obj *o;   /* referenced while held */
+    uint64_t ident;     /* process identity the hold was taken under */
+    uint32_t mode;
+    uint32_t flags;
+};
+
+struct lhandle *wh_tohandle(lua_State *L, int idx); /* NULL if not a handle */
+/* Pushes a new, not yet held handle of object u. Allocated before any change to shared
+ * state, so a memory error never leaves a hold without a handle. */
+struct lhandle *wh_new_handle(lua_State *L, const struct lobj *u, uint32_t mode);
+void wh_handle_hold(struct lhandle *h, struct wh_obj *o, uint64_t ident);
+int wh_handle_held(const struct lhandle *h);
+/* What the metatable of the handle at hidx keeps of its object: a field (kind, name), the
+ * abandonment_check and the sleep option (or nil). */
+void wh_push_handle_field(lua_State *L, int hidx, const char *field);
+int64_t wh_handle_ac(lua_State *L, int hidx);
+void wh_push_handle_sleep(lua_State *L, int hidx);
+
+/* ---- argument checks and errors (lerr.c) ---- */
+
+/* What the first argument must be. */
+enum wh_self { S_NONE, S_LOCK, S_SEMAPHORE, S_RWLOCK, S_UPGRADEABLE, S_PROVIDER };
+
+/* Argument kinds, one letter each in wh_sig.args. */
+#define A_TRY_TIMEOUT 't'  /* timeout, default 0 */
+#define A_WAIT_TIMEOUT 'w' /* timeout, default forever */
+#define A_CALL_OPTS 'o'    /* per-call options: cancel, sleep */
+#define A_CTOR_OPTS 'c'    /* constructor / provider options */
+#define A_NAME 's'         /* an object name (a string) */
+#define A_COUNT 'n'        /* max_count: an integer 1 .. 2^31-1 */
+#define A_NAMES 'a'        /* a non-empty array of strings */
+#define A_STRING 'S'       /* any string */
+
+struct wh_sig {
+    const char *fname;
+    uint8_t self;     /* enum wh_self */
+    uint8_t mode;     /* what an acquiring function acquires (enum wh_mode) */
+    uint8_t is_try;   /* try_*: nil/false when not acquired in time, no "timeout" error */
+    const char *args; /* argument kinds after self, in order */
+};
+
+struct wh_args {
+    void *self;      /* the checked first argument */
+    double timeout;  /* seconds; HUGE_VAL = forever */
+    int opts;        /* stack index of the options table, 0 if none */
+    int cancel;      /* stack index of opts.cancel, 0 if none */
+    int sleep;       /* stack index of opts.sleep, 0 if none */
+};
+
+/* Checks the arguments at stack positions first.. against sig, raising argument errors at
+ * stack level `level` (1: the caller of a C function). Pushes opts.cancel and opts.sleep. */
+void wh_checkargs(lua_State *L, const struct wh_sig *sig, int first, int level, struct wh_args *a);
+int wh_argerror(lua_State *L, int level, int argn, const char *fname, const char *fmt, ...);
+const char *wh_typename(lua_State *L, int idx); /* for messages: __name, or the type */
+
+void wh_push_error(lua_State *L, const char *code, const char *msg, const char *name, int errnum);
+int wh_raise(lua_State *L, const struct wh_err *e, const char *name);
+int wh_raise_code(lua_State *L, int code, const char *name, const char *fmt, ...);
+
+/* Settings of a new object: per-object options (table at opts, or 0) over the provider's. */
+struct wh_settings {
+    const char *dir;
+    int dir_mode;
+    int mode;
+    int exact;
+    int64_t ac_ns;
+    int sleep; /* stack index of the sleep function, 0 if none */
+};
+void wh_settings(lua_State *L, int provider, int opts, struct wh_settings *s);
+void wh_check_ctor_opts(lua_State *L, int idx, int level, int argn, const char *fname);
+
+/* ---- acquiring (lacquire.c) ---- */
+
+void wh_open_acquire(lua_State *L); /* registers the waiter type */
+extern const luaL_Reg wh_lock_methods[], wh_semaphore_methods[], wh_rwlock_methods[];
+extern const luaL_Reg wh_upgrade_methods[], wh_async_starts[];
+
+/* ---- handle types (lhandle.c) ---- */
+
+void wh_new_handle_mt(lua_State *L, const struct wh_settings *s, const char *hkind,
+                      const char *name, int upgradeable);
+void wh_open_handles(lua_State *L);
+extern const luaL_Reg wh_handle_funcs[];
+
+/* ---- types (ltypes.c) and module (lcore.c) ---- */
+
+void wh_new_type(lua_State *L, const char *tname, const luaL_Reg *meta, const luaL_Reg *methods,
+                 lua_CFunction index);
+
+void wh_open_types(lua_State *L);
+int wh_new_object(lua_State *L, uint32_t kind, int provider, int name, uint32_t max_count,
+                  int opts, const char *fname);
+extern const luaL_Reg wh_type_funcs[], wh_provider_methods[];
+
+/* 1 if the running coroutine can yield, 0 if not, -1 if only Lua can tell (5.2). */
+int wh_lua_yieldable(lua_State *L);
+
+#pragma GCC visibility pop
+
+#endif
