@@ -72,6 +72,13 @@ if [ $ci = 1 ]; then
     step "specs (Lua 5.4) under ASan+UBSan" env LD_PRELOAD="$ASAN_RT" \
         ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
         $MAKE -s --no-print-directory test-one CC=clang BUILD=build/asan SANFLAGS="$SAN" BUSTED_ARGS="-o TAP"
+    # Finalisers at the worst moments: a collection cycle always in progress (spec/helpers.lua).
+    step "specs (Lua 5.4) under GC stress" env WH_GCSTRESS=1 $MAKE -s --no-print-directory test-one BUSTED_ARGS="-o TAP"
+    step "specs (Lua 5.1) under GC stress" env WH_GCSTRESS=1 $MAKE -s --no-print-directory test-one LUA_VERSION=5.1 BUSTED_ARGS="-o TAP"
+    VG="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite"
+    step "C tests under valgrind memcheck" sh -c "$MAKE -s --no-print-directory build/ctest/test_state build/ctest/test_proc && $VG build/ctest/test_state && $VG build/ctest/test_proc"
+    step "specs (Lua 5.4) under valgrind memcheck (boundary, lock, upgrade)" \
+        $MAKE -s --no-print-directory test-one RUNNER="$VG" BUSTED_ARGS="-o TAP spec/boundary_spec.lua spec/lock_spec.lua spec/upgrade_spec.lua"
     step "protocol model (spin)" $MAKE -s --no-print-directory model
 fi
 

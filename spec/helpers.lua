@@ -6,6 +6,18 @@ local whtest = require "whtest"
 -- The spec files' `assert` (busted gives them luassert; a module sees _G's).
 local assert = require "luassert"
 
+-- WH_GCSTRESS=1: a collection cycle runs all the time (in children too), so that every
+-- finaliser runs at the worst moment somewhere in the suite.
+local GC_STRESS = [[
+if os.getenv("WH_GCSTRESS") == "1" then
+  if not pcall(collectgarbage, "generational", 1, 50) then -- 5.4: a minor cycle per 1 % growth
+    collectgarbage("setpause", 50)                        -- older: a new cycle at once
+    collectgarbage("setstepmul", 1000)
+  end
+end
+]]
+assert((loadstring or load)(GC_STRESS))()
+
 local H = {}
 H.whtest = whtest
 H.lua = os.getenv("WH_LUA") or "lua5.4"
@@ -131,14 +143,22 @@ function die() T.kill(T.getpid(), T.SIGKILL) T.sleep(10) error("still alive afte
 -- `args`), wh (the module), T (whtest), say(...) (a flushed line on stdout,
 -- which the parent reads with child:line()) and the globals of CHILD_PRELUDE
 -- above. The child is remembered: H.cleanup() kills it if it still runs.
-function H.spawn(code, args)
+-- `env`, if given, adds environment variables ({ NAME = value }).
+function H.spawn(code, args, env)
   local prelude = "ARGS = " .. serialize(args or {}) .. "\n"
     .. "io.stdout:setvbuf('no')\n"
-    .. "wh = require 'waithandles'\nT = require 'whtest'\n"
+    .. GC_STRESS .. "wh = require 'waithandles'\nT = require 'whtest'\n"
     .. "function say(...) local t = {} for i = 1, select('#', ...) do t[i] = tostring(select(i, ...)) end "
     .. "io.stdout:write(table.concat(t, ' '), '\\n') end\n"
     .. CHILD_PRELUDE
-  local pid, fd = whtest.spawn({ H.lua, "-e", prelude .. code })
+  local argv = { H.lua, "-e", prelude .. code }
+  if env then
+    local pre = { "env" }
+    for k, v in pairs(env) do pre[#pre + 1] = k .. "=" .. v end
+    for _, a in ipairs(argv) do pre[#pre + 1] = a end
+    argv = pre
+  end
+  local pid, fd = whtest.spawn(argv)
   local c = setmetatable({ pid = pid, fd = fd, buf = "", log = {} }, Child)
   children[#children + 1] = c
   return c
