@@ -345,7 +345,7 @@ describe("version", function()
     assert.is_truthy(version, wh._VERSION)
   end)
 
-  it("agrees with the rockspec's file name, version and tag", function()
+  it("agrees with the rockspec's file name, version and tag, and with the docs", function()
     local specs = {}
     for _, f in ipairs(files) do
       if f:match("^waithandles%-%d[^/]*%.rockspec$") then specs[#specs + 1] = f end
@@ -356,11 +356,16 @@ describe("version", function()
     local text = read(specs[1])
     assert.are.equal(v .. "-" .. rev, text:match('\nversion%s*=%s*"([^"]+)"'))
     assert.are.equal("v" .. v, text:match('tag%s*=%s*"([^"]+)"'))
-    -- Every rockspec file name that the documentation mentions is this one.
+    -- Every rockspec file name and _VERSION value that the documentation
+    -- mentions is this one (the changelog names the old ones).
     for _, f in ipairs(files) do
-      if f:match("%.md$") then
-        for m in read(f):gmatch("waithandles%-%d+%.%d+%.%d+%-%d+%.rockspec") do
+      if f:match("%.md$") and f ~= "CHANGELOG.md" then
+        local text = read(f)
+        for m in text:gmatch("waithandles%-%d+%.%d+%.%d+%-%d+%.rockspec") do
           assert.are.equal(specs[1], m, f .. " names another rockspec")
+        end
+        for m in text:gmatch('"waithandles %d+%.%d+%.%d+"') do
+          assert.are.equal('"' .. wh._VERSION .. '"', m, f .. " shows another _VERSION")
         end
       end
     end
