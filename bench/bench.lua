@@ -284,7 +284,9 @@ local function run()
     result = ("%.1f kB resident · %.2f descriptors · %.2f mappings"):format(m[1], m[2], m[3]) })
   local many = P.many_objects(dir, S.many)
   row({ what = ("open %d distinct objects in one process"):format(S.many), value = many[4],
-    result = ("%s (%s per object)"):format(si(many[4]), si(many[4] / S.many)) })
+    result = ("%s (%s per object)"):format(si(many[4]), si(many[4] / S.many)),
+    base = ("%s per object for %d"):format(si(m[4] / S.objects), S.objects),
+    ratio = many[4] / S.many / (m[4] / S.objects) })
   local wall, each = P.many_processes(dir, S.procs, S.proc_objects)
   row({ what = ("%d processes at once, each opening the same %d objects"):format(S.procs, S.proc_objects),
     value = wall, result = ("all done in %s; one process %s (median)"):format(si(wall), si(each)) })
@@ -363,7 +365,8 @@ local function machine()
       U.sh("awk '/MemTotal/ {printf \"%.0f GB\", $2/1048576}' /proc/meminfo")),
     ("- kernel %s; lock directory on %s"):format(U.sh("uname -sr"),
       U.sh("df -T " .. dir .. " | awk 'NR==2 {print $2}'")),
-    ("- %s; %s"):format(first(LUA .. " -v"), LUAJIT ~= "" and first(LUAJIT .. " -v") or "no LuaJIT"),
+    ("- %s; %s"):format(first(LUA .. " -v"):match("^%S+ %S+"),
+      LUAJIT ~= "" and first(LUAJIT .. " -v"):match("^%S+ %S+") or "no LuaJIT"),
     ("- lua-filesystem: %s; compiler: %s"):format(
       first(LUA .. " -e 'print(require(\"lfs\")._VERSION)'"), first((os.getenv("CC") or "cc") .. " --version")),
   }
@@ -372,7 +375,7 @@ end
 
 local NOTES_MARK = "<!-- Everything below this line is kept by `make bench-results`. -->"
 
-local function write_results(tbl, elapsed)
+local function write_results(tbl, elapsed, host)
   local path = "bench/RESULTS.md"
   local notes = ""
   local f = io.open(path, "r")
@@ -388,7 +391,7 @@ local function write_results(tbl, elapsed)
     ", ", ("%.0f"):format(elapsed), " s). Every figure is a median over rounds or trials; every ratio ",
     "compares with a baseline measured in the same run. Only those ratios mean anything: this ",
     "virtual machine drifts by ±20 % within the hour, and other work shared its 2 CPUs.\n\n",
-    "## Machine\n\n", machine(), "\n\n",
+    "## Machine\n\n", host, "\n\n",
     "## Commands\n\n",
     "```\nmake bench            # this table (builds the module, bench/whbench.so, bench/whcpair;\n",
     "                      # the uncontended rows also under LuaJIT when it is installed)\n",
@@ -402,6 +405,7 @@ local function write_results(tbl, elapsed)
 end
 
 io.stderr:write(("waithandles benchmark (%s), directory %s\n"):format(MODE, dir))
+local host = WRITE and not QUICK and machine() -- before the run's directory goes
 local ok, err = xpcall(run, debug.traceback)
 os.execute("rm -rf '" .. dir .. "'")
 if not ok then
@@ -422,4 +426,4 @@ end
 local n = 0
 for _, r in ipairs(rows) do if not r.heading then n = n + 1 end end
 print(("ok - every one of the %d rows produced a number (or says why it was skipped)"):format(n))
-if WRITE and not QUICK then write_results(tbl, elapsed) end
+if host then write_results(tbl, elapsed, host) end
