@@ -273,7 +273,7 @@ local function run()
       result = ns(t), base = "OFD pair " .. ns(c.ofd), ratio = t / c.ofd })
   end
   local create, first, again = P.open_costs(dir, S.opens)
-  row({ what = "open a new object (creates its file) + first try_acquire/release", value = create,
+  row({ what = "open a new object (creates its file) + one acquire/release", value = create,
     result = si(create), base = "lock pair " .. ns(r54.lock_try[1]), ratio = create * 1e9 / r54.lock_try[1] })
   row({ what = "open an existing object, first time in this process (+ one pair)", value = first,
     result = si(first), base = "new object " .. si(create), ratio = first / create })

@@ -277,10 +277,11 @@ local function nmaps()
   return n
 end
 
--- Opens one object and uses it once: what a user pays before its first hold.
+-- Opens one object and takes it once (acquire: other processes may hold it at that moment):
+-- what a user pays before its first hold.
 local function open_use(dir, name)
   local lock = wh.lock(name, { dir = dir })
-  lock:try_acquire():release()
+  lock:acquire():release()
   return lock
 end
 
@@ -294,7 +295,7 @@ end
 
 -- Medians (seconds) of: opening a new object (creating its file), opening an existing
 -- file for the first time in a process, and opening it again while it is open there.
--- Each open includes one try_acquire + release.
+-- Each open includes one acquire + release.
 function P.open_costs(dir, n)
   local sub = fresh(dir, "open")
   os.execute("mkdir " .. sub)
