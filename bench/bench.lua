@@ -363,8 +363,9 @@ local function machine()
   local lines = {
     ("- %s CPUs (`nproc`), %s; %s of memory"):format(U.sh("nproc"), cpu,
       U.sh("awk '/MemTotal/ {printf \"%.0f GB\", $2/1048576}' /proc/meminfo")),
-    ("- kernel %s; lock directory on %s"):format(U.sh("uname -sr"),
-      U.sh("df -T " .. dir .. " | awk 'NR==2 {print $2}'")),
+    ("- kernel %s; lock directory on %s; load average %s when the run started"):format(
+      U.sh("uname -sr"), U.sh("df -T " .. dir .. " | awk 'NR==2 {print $2}'"),
+      U.sh("cut -d' ' -f1-3 /proc/loadavg")),
     ("- %s; %s"):format(first(LUA .. " -v"):match("^%S+ %S+"),
       LUAJIT ~= "" and first(LUAJIT .. " -v"):match("^%S+ %S+") or "no LuaJIT"),
     ("- lua-filesystem: %s; compiler: %s"):format(
