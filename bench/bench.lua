@@ -25,14 +25,14 @@ local LUA = arg[-1] or "lua5.4"
 -- Settings: the full run, then the quick one.
 local S = QUICK and {
   pairs_n = 20000, pairs_rounds = 3, c_n = 100000, c_rounds = 3,
-  handover_rounds = 6, contention_s = 0.2, recovery_trials = 3, waiter_s = 0.3,
+  handover_rounds = 6, rounds = 2, contention_s = 0.1, recovery_trials = 3, waiter_s = 0.15,
   opens = 20, objects = 100, many = 1000, procs = 10, proc_objects = 10,
-  busy_s = 0.4, cli_runs = 3,
+  busy_s = 0.2, cli_runs = 3,
 } or {
   pairs_n = 200000, pairs_rounds = 9, c_n = 1000000, c_rounds = 9,
-  handover_rounds = 100, contention_s = 1.5, recovery_trials = 20, waiter_s = 2,
+  handover_rounds = 100, rounds = 5, contention_s = 0.4, recovery_trials = 20, waiter_s = 0.6,
   opens = 200, objects = 1000, many = 10000, procs = 100, proc_objects = 100,
-  busy_s = 3, cli_runs = 21,
+  busy_s = 0.8, cli_runs = 21,
 }
 S.pairs_n = tonumber(os.getenv("BENCH_N")) or S.pairs_n
 S.pairs_rounds = tonumber(os.getenv("BENCH_ROUNDS")) or S.pairs_rounds
@@ -72,6 +72,24 @@ local function x(r) return r and ("%.2f×"):format(r) or "?" end
 local function pct(f) return ("%.1f %%"):format(f * 100) end
 
 local function finite(v) return type(v) == "number" and v == v and v ~= math.huge and v ~= -math.huge end
+
+-- Runs fn(kind) S.rounds times for every kind, interleaved (so that the machine's drift hits
+-- every kind alike); returns, per kind, the list of what fn returned.
+local function interleaved(kinds, fn)
+  local out = {}
+  for _, k in ipairs(kinds) do out[k] = {} end
+  for _ = 1, S.rounds do
+    for _, k in ipairs(kinds) do table.insert(out[k], fn(k)) end
+  end
+  return out
+end
+
+-- The median over rounds of field f, or of f divided by the same round's field f of base.
+local function med(list, f, base)
+  local t = {}
+  for i, r in ipairs(list) do t[i] = base and r[f] / base[i][f] or r[f] end
+  return U.median(t)
+end
 
 -- A row: what, result (text), base (the same-run baseline, text), ratio (number),
 -- value (the row's primary number; every row needs one unless it is skipped).
@@ -210,28 +228,32 @@ local function run()
       P.wh_lock({ async = P.counting(cap) }), futex)
   end
 
-  heading("3. Contention: N processes loop acquire → release (nothing held between)")
-  local flock_at = {}
+  heading(("3. Contention: N processes loop acquire → release (nothing held between); "
+    .. "medians of %d rounds"):format(S.rounds))
+  local contenders = {
+    flock = { "C-module `flock` from Lua", P.peer("flock") },
+    lock = { "waithandles lock `acquire()`", P.wh_lock() },
+    sem = { "waithandles semaphore(4) `acquire()`", P.wh_semaphore(4) },
+  }
   for _, n in ipairs(CONTENDERS) do
-    for _, k in ipairs({ { "C-module `flock` from Lua", P.peer("flock") },
-      { "waithandles lock `acquire()`", P.wh_lock() },
-      { "waithandles semaphore(4) `acquire()`", P.wh_semaphore(4) } }) do
-      local c = P.contention(dir, k[2], n, S.contention_s)
-      local r = row({ what = ("%d × %s"):format(n, k[1]), value = c.ops,
-        result = ("%.0f k acq/s · p50 %s · p99 %s · max/min %.2f"):format(c.ops / 1e3, si(c.p50),
-          si(c.p99), c.fairness) })
-      if k[1]:match("flock") then
-        flock_at[n] = c
-        r.base, r.ratio = "itself", 1
-      else
-        local f = flock_at[n]
-        r.base, r.ratio = ("flock %.0f k/s, p99 %s"):format(f.ops / 1e3, si(f.p99)), c.ops / f.ops
-        if n == 8 and k[1]:match("lock `") then
-          target(r, c.ops >= f.ops and c.fairness <= 2 and c.p99 <= f.p99,
-            "8 processes: throughput ≥ flock's, fairness max/min ≤ 2, p99 ≤ flock's",
-            ("%.0f k/s vs %.0f k/s (%s), max/min %.2f, p99 %s vs %s"):format(c.ops / 1e3,
-              f.ops / 1e3, x(c.ops / f.ops), c.fairness, si(c.p99), si(f.p99)))
-        end
+    local res = interleaved({ "flock", "lock", "sem" }, function(k)
+      return P.contention(dir, contenders[k][2], n, S.contention_s)
+    end)
+    local f = res.flock
+    for _, k in ipairs({ "flock", "lock", "sem" }) do
+      local c = res[k]
+      local ops, p99, fair = med(c, "ops"), med(c, "p99"), med(c, "fairness")
+      local r = row({ what = ("%d × %s"):format(n, contenders[k][1]), value = ops,
+        result = ("%.0f k acq/s · p50 %s · p99 %s · max/min %.2f"):format(ops / 1e3,
+          si(med(c, "p50")), si(p99), fair),
+        base = k == "flock" and "itself" or ("flock %.0f k/s, p99 %s"):format(med(f, "ops") / 1e3,
+          si(med(f, "p99"))),
+        ratio = med(c, "ops", f) })
+      if n == 8 and k == "lock" then
+        target(r, r.ratio >= 1 and fair <= 2 and p99 <= med(f, "p99"),
+          "8 processes: throughput ≥ flock's, fairness max/min ≤ 2, p99 ≤ flock's",
+          ("%.0f k/s vs %.0f k/s (%s), max/min %.2f, p99 %s vs %s"):format(ops / 1e3,
+            med(f, "ops") / 1e3, x(r.ratio), fair, si(p99), si(med(f, "p99"))))
       end
     end
   end
@@ -245,16 +267,21 @@ local function run()
     target(r, U.median(l) <= ac + 0.01, ("recovery p50 ≤ abandonment_check + 10 ms (%g s)"):format(ac),
       ("p50 %s, max %s"):format(si(U.median(l)), si(U.max(l))))
   end
-  for _, ac in ipairs({ 0.1, 0.01 }) do
-    local cpu = P.waiter_cpu(dir, P.wh_lock({ ac = ac }), S.waiter_s)
-    local r = row({ what = ("CPU of a blocked waiter, abandonment_check = %g s"):format(ac),
+  local waiters = { ["0.1"] = P.wh_lock({ ac = 0.1 }), ["0.01"] = P.wh_lock({ ac = 0.01 }),
+    async = P.wh_lock({ async = P.counting() }) }
+  local wcpu = interleaved({ "0.1", "0.01", "async" }, function(k)
+    local cpu, polls = P.waiter_cpu(dir, waiters[k], S.waiter_s)
+    return { cpu = cpu, polls = polls }
+  end)
+  for _, ac in ipairs({ "0.1", "0.01" }) do
+    local cpu = med(wcpu[ac], "cpu")
+    local r = row({ what = ("CPU of a blocked waiter, abandonment_check = %s s"):format(ac),
       result = pct(cpu) .. " of a core", value = cpu })
-    target(r, cpu <= 0.01, ("a blocked waiter uses ≤ 1 %% of a core (abandonment_check %g s)"):format(ac),
+    target(r, cpu <= 0.01, ("a blocked waiter uses ≤ 1 %% of a core (abandonment_check %s s)"):format(ac),
       pct(cpu))
   end
-  local acpu, apolls = P.waiter_cpu(dir, P.wh_lock({ async = P.counting() }), S.waiter_s)
-  row({ what = "CPU of an async waiter (today's back-off, real sleep)", value = acpu,
-    result = ("%s of a core, %.0f polls/s"):format(pct(acpu), apolls) })
+  row({ what = "CPU of an async waiter (today's back-off, real sleep)", value = med(wcpu.async, "cpu"),
+    result = ("%s of a core, %.0f polls/s"):format(pct(med(wcpu.async, "cpu")), med(wcpu.async, "polls")) })
 
   heading("5. Scale")
   local one = r54.tickets_1[1]
@@ -291,25 +318,28 @@ local function run()
   row({ what = ("%d processes at once, each opening the same %d objects"):format(S.procs, S.proc_objects),
     value = wall, result = ("all done in %s; one process %s (median)"):format(si(wall), si(each)) })
 
-  heading("6. Async busy fraction (issue 21): N processes loop acquire → hold 5 ms → release")
-  local blocking_busy = {}
-  for _, async in ipairs({ false, true }) do
-    for _, n in ipairs(BUSY_N) do
-      local make = P.wh_lock(async and { async = P.counting() } or nil)
-      local b = P.busy(dir, make, n, S.busy_s, BUSY_HOLD)
-      local r = row({ what = ("%d × %s"):format(n, async and "`acquire_async` (real sleep)" or "`acquire()`"),
-        value = b.busy, result = ("busy %s · idle gap p50 %s · p99 %s · max/min %.2f%s"):format(
-          pct(b.busy), si(b.gap50), si(b.gap99), b.fairness,
-          b.overlaps > 0 and (" · **%d overlapping holds**"):format(b.overlaps) or "") })
-      if async then
-        r.base, r.ratio = "blocking busy " .. pct(blocking_busy[n]), b.busy / blocking_busy[n]
+  heading(("6. Async busy fraction (issue 21): N processes loop acquire → hold 5 ms → release; "
+    .. "medians of %d rounds"):format(S.rounds))
+  local holders = { blocking = P.wh_lock(), async = P.wh_lock({ async = P.counting() }) }
+  for _, n in ipairs(BUSY_N) do
+    local res = interleaved({ "blocking", "async" }, function(k)
+      return P.busy(dir, holders[k], n, S.busy_s, BUSY_HOLD)
+    end)
+    for _, k in ipairs({ "blocking", "async" }) do
+      local b, overlaps = res[k], 0
+      for _, one in ipairs(b) do overlaps = overlaps + one.overlaps end
+      local busy, gap50, gap99 = med(b, "busy"), med(b, "gap50"), med(b, "gap99")
+      local r = row({ what = ("%d × %s"):format(n, k == "async" and "`acquire_async` (real sleep)" or "`acquire()`"),
+        value = busy, result = ("busy %s · idle gap p50 %s · p99 %s · max/min %.2f%s"):format(
+          pct(busy), si(gap50), si(gap99), med(b, "fairness"),
+          overlaps > 0 and (" · **%d overlapping holds**"):format(overlaps) or "") })
+      if k == "async" then
+        r.base, r.ratio = "blocking busy " .. pct(med(res.blocking, "busy")), med(b, "busy", res.blocking)
         if n == 6 then
-          target(r, b.busy >= 0.9 and b.gap50 <= 0.002,
+          target(r, busy >= 0.9 and gap50 <= 0.002,
             "6 async waiters: busy ≥ 90 %, idle gap p50 ≤ 2 ms (issue 21)",
-            ("busy %s, idle gap p50 %s, p99 %s"):format(pct(b.busy), si(b.gap50), si(b.gap99)))
+            ("busy %s, idle gap p50 %s, p99 %s"):format(pct(busy), si(gap50), si(gap99)))
         end
-      else
-        blocking_busy[n] = b.busy
       end
     end
   end
