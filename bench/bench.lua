@@ -424,7 +424,7 @@ local function write_results(tbl, elapsed, host)
     "virtual machine drifts by ±20 % within the hour, and other work shared its 2 CPUs.\n\n",
     "## Machine\n\n", host, "\n\n",
     "## Commands\n\n",
-    "```\nmake bench            # this table (builds the module, bench/whbench.so, bench/whcpair;\n",
+    "```\nmake bench            # this table (builds the module and the bench's C: whbench.so, whcpair;\n",
     "                      # the uncontended rows also under LuaJIT when it is installed)\n",
     "make bench-quick      # a short run that checks every row produced a number (make test)\n",
     "make bench-results    # a full run that rewrites this file above the notes\n```\n\n",
