@@ -37,8 +37,10 @@ HEADERS := $(wildcard csrc/*.h)
 MODULE := $(BUILD)/waithandles/core.so
 TESTMOD := $(BUILD)/whtest.so
 FLOORMOD := $(BUILD)/whfloor.so
+BENCHMOD := $(BUILD)/whbench.so
+BENCHC := $(BUILD)/whcpair
 
-.PHONY: all test test-one test-c install uninstall clean demo bench model
+.PHONY: all test test-one test-c install uninstall clean demo bench bench-quick bench-results model
 
 all: $(MODULE)
 
@@ -60,9 +62,14 @@ $(TESTMOD): spec/whtest.c csrc/compat.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR) -Icsrc -shared -o $@ $<
 
-$(FLOORMOD): bench/whfloor.c csrc/compat.h
+$(FLOORMOD) $(BENCHMOD): $(BUILD)/%.so: bench/%.c csrc/compat.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR) -Icsrc -shared -o $@ $<
+
+# The benchmark's peers measured in C, without Lua.
+$(BENCHC): bench/whcpair.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -D_GNU_SOURCE $(WARNFLAGS) $(CFLAGS) $(SANFLAGS) -o $@ $<
 
 # C unit and process tests (no Lua). The state machine and the guard are built a second time
 # with test hooks (crash points; an action before a guard waiter sleeps).
@@ -103,10 +110,19 @@ demo:
 	@$(MAKE) -s --no-print-directory all
 	@LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/demo.lua
 
-bench:
+# make bench prints the table (bench/RESULTS.md says what it measures); bench-quick is a short
+# run that only checks every row produced a number (make test runs it); bench-results (or
+# BENCH_WRITE=1) also rewrites bench/RESULTS.md. The uncontended rows run under LuaJIT too
+# when it and its headers are installed.
+bench bench-quick bench-results:
 	@scripts/deps.sh --quiet
-	@$(MAKE) -s --no-print-directory all $(FLOORMOD) $(TESTMOD)
-	@LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/bench.lua
+	@$(MAKE) -s --no-print-directory all $(FLOORMOD) $(TESTMOD) $(BENCHMOD) $(BENCHC)
+	@jit=; if [ "$(LUA_VERSION)" != luajit ] && command -v luajit >/dev/null 2>&1 && \
+	    [ -f /usr/include/luajit-2.1/lua.h ] && $(MAKE) -s --no-print-directory \
+	    LUA_VERSION=luajit BUILD=build/luajit all build/luajit/whfloor.so build/luajit/whbench.so \
+	    build/luajit/whtest.so; then jit=luajit; fi; \
+	BENCH_MODE=$@ BENCH_LUAJIT=$$jit BENCH_BUILD="$(BUILD)" LUA_PATH="lua/?.lua;lua/?/init.lua;bench/?.lua;;" \
+	    LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/bench.lua
 
 # The protocol model (doc/FORMAT.md), checked exhaustively with spin; prints TAP lines.
 model:

@@ -59,15 +59,17 @@ echo "waithandles tests$( [ $ci = 1 ] && echo ' (CI=true: every Lua version, cla
 step "C unit and process tests (gcc)" $MAKE -s --no-print-directory test-c
 specs 5.4
 check "luarocks make into a temporary tree" scripts/check-rockspec.sh
-# The main job and the benchmark still run (a short benchmark: its figures are not judged here).
+# The main job and the benchmark still run (a short benchmark: only that every row produced a
+# number is checked, not the figures).
 check "make demo: the counter is exact after a kill" sh -c "$MAKE -s --no-print-directory demo | grep -q 'EXACT'"
-check "make bench runs (short)" sh -c "BENCH_N=2000 BENCH_ROUNDS=3 $MAKE -s --no-print-directory bench | grep -q 'costs .*x the floor'"
+step "make bench-quick: every row has a number" $MAKE -s --no-print-directory bench-quick
 
 if [ $ci = 1 ]; then
     for v in 5.1 5.2 5.3 luajit; do
         specs $v
     done
-    check "clang -Wall -Wextra -Werror build" $MAKE -s --no-print-directory CC=clang BUILD=build/clang all build/clang/whtest.so build/clang/whfloor.so
+    check "clang -Wall -Wextra -Werror build" $MAKE -s --no-print-directory CC=clang BUILD=build/clang all build/clang/whtest.so build/clang/whfloor.so \
+        build/clang/whbench.so build/clang/whcpair
     step "C tests under ASan+UBSan (clang)" $MAKE -s --no-print-directory CC=clang SANFLAGS="$SAN_EXE" test-c
     step "specs (Lua 5.4) under ASan+UBSan" env LD_PRELOAD="$ASAN_RT" \
         ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
