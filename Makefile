@@ -27,7 +27,7 @@ BUILD ?= build/$(LUA_VERSION)
 BUSTED ?= /usr/bin/busted
 INSTALL ?= install
 
-CORE_SRC := err names wait guard state dir registry object ops
+CORE_SRC := err names wait guard state dir registry object ops inspect
 ALL_CFLAGS := -std=gnu11 -fPIC -fvisibility=hidden -D_GNU_SOURCE $(WARNFLAGS) $(CFLAGS) $(SANFLAGS) $(CPPFLAGS)
 CORE_OBJ := $(CORE_SRC:%=$(BUILD)/obj/%.o)
 HEADERS := $(wildcard csrc/*.h)
@@ -47,8 +47,12 @@ $(BUILD)/obj/lcore.o: csrc/lcore.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR) -c $< -o $@
 
+$(BUILD)/obj/cli_support.o: csrc/cli_support.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR) -c $< -o $@
+
 # -z nodelete: the fork handlers must outlive any dlclose of the module.
-$(MODULE): $(CORE_OBJ) $(BUILD)/obj/lcore.o
+$(MODULE): $(CORE_OBJ) $(BUILD)/obj/lcore.o $(BUILD)/obj/cli_support.o
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(SANFLAGS) $(LDFLAGS) -Wl,-z,nodelete -o $@ $^ -pthread -ldl
 

@@ -27,6 +27,7 @@ build = {
          sources = {
             "csrc/err.c", "csrc/names.c", "csrc/wait.c", "csrc/guard.c", "csrc/state.c",
             "csrc/dir.c", "csrc/registry.c", "csrc/object.c", "csrc/ops.c", "csrc/lcore.c",
+            "csrc/inspect.c", "csrc/cli_support.c",
          },
          defines = { "_GNU_SOURCE" },
          incdirs = { "csrc" },

@@ -8,8 +8,7 @@
 #include <stdarg.h>
 #include <string.h>
 
-#include "compat.h"
-#include "wh.h"
+#include "lglue.h"
 
 #define ERROR_MT "waithandles.Error"
 #define OBJECT_MT "waithandles.Object"
@@ -319,6 +318,13 @@ static struct lobj *check_obj(lua_State *L, int idx)
     if (u == NULL || u->o == NULL)
         luaL_argerror(L, idx, "waithandles object expected");
     return u;
+}
+
+struct wh_obj *wh_lua_checkobj(lua_State *L, int idx) { return check_obj(L, idx)->o; }
+
+int wh_lua_raise(lua_State *L, const struct wh_err *e, const char *name)
+{
+    return raise_error(L, e, name);
 }
 
 /* ---- handles ---- */
@@ -797,6 +803,35 @@ static int l_make_fast(lua_State *L)
 
 /* ---- the rest ---- */
 
+void wh_lua_push_info(lua_State *L, struct wh_dir *d, uint32_t kind, const struct wh_info *in)
+{
+    lua_createtable(L, 0, 8);
+    lua_pushinteger(L, (lua_Integer)in->held);
+    lua_setfield(L, -2, "held");
+    if (kind == WH_KIND_RWLOCK) {
+        lua_pushinteger(L, (lua_Integer)in->readers);
+        lua_setfield(L, -2, "readers");
+        lua_pushboolean(L, in->writer);
+        lua_setfield(L, -2, "writer");
+        lua_pushboolean(L, in->upgradeable);
+        lua_setfield(L, -2, "upgradeable");
+        lua_pushboolean(L, in->upgraded);
+        lua_setfield(L, -2, "upgraded");
+        lua_pushinteger(L, (lua_Integer)in->waiting_writers);
+        lua_setfield(L, -2, "waiting_writers");
+    }
+    lua_pushinteger(L, (lua_Integer)in->waiting);
+    lua_setfield(L, -2, "waiting");
+    lua_createtable(L, (int)in->nholders, 0);
+    for (uint32_t i = 0; i < in->nholders; i++) {
+        lua_createtable(L, 0, 1);
+        lua_pushinteger(L, (lua_Integer)wh_dir_pid(d, in->holders[i]));
+        lua_setfield(L, -2, "pid");
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    lua_setfield(L, -2, "holders");
+}
+
 static int l_info(lua_State *L)
 {
     struct lobj *u = check_obj(L, 1);
@@ -804,31 +839,7 @@ static int l_info(lua_State *L)
     struct wh_err e;
     if (wh_info(u->o, &in, &e) != 0)
         return raise_error(L, &e, u->o->name);
-    lua_createtable(L, 0, 8);
-    lua_pushinteger(L, (lua_Integer)in.held);
-    lua_setfield(L, -2, "held");
-    if (u->o->v.kind == WH_KIND_RWLOCK) {
-        lua_pushinteger(L, (lua_Integer)in.readers);
-        lua_setfield(L, -2, "readers");
-        lua_pushboolean(L, in.writer);
-        lua_setfield(L, -2, "writer");
-        lua_pushboolean(L, in.upgradeable);
-        lua_setfield(L, -2, "upgradeable");
-        lua_pushboolean(L, in.upgraded);
-        lua_setfield(L, -2, "upgraded");
-        lua_pushinteger(L, (lua_Integer)in.waiting_writers);
-        lua_setfield(L, -2, "waiting_writers");
-    }
-    lua_pushinteger(L, (lua_Integer)in.waiting);
-    lua_setfield(L, -2, "waiting");
-    lua_createtable(L, (int)in.nholders, 0);
-    for (uint32_t i = 0; i < in.nholders; i++) {
-        lua_createtable(L, 0, 1);
-        lua_pushinteger(L, (lua_Integer)wh_dir_pid(u->o->dir, in.holders[i]));
-        lua_setfield(L, -2, "pid");
-        lua_rawseti(L, -2, (int)i + 1);
-    }
-    lua_setfield(L, -2, "holders");
+    wh_lua_push_info(L, u->o->dir, u->o->v.kind, &in);
     return 1;
 }
 
@@ -927,6 +938,9 @@ __attribute__((visibility("default"))) int luaopen_waithandles_core(lua_State *L
                                      {"now", l_now},
                                      {"yieldable", l_yieldable},
                                      {"sleep", l_sleep},
+                                     {"slot_fd", wh_l_slot_fd},
+                                     {"inspect", wh_l_inspect},
+                                     {"list", wh_l_list},
                                      {NULL, NULL}};
 
     new_type(L, ERROR_MT, error_meta, NULL);
