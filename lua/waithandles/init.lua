@@ -595,6 +595,49 @@ function M.remove(name, opts, ...)
   return Provider.remove(provider(), name, opts)
 end
 
+-- ---- extensions: looking at objects (and what the command-line tool needs) ----
+
+-- p:inspect(name [, opts]) -> a table like info()'s (name, path, kind, held, waiting, holders,
+-- max_count or the rwlock fields) for whatever kind of object `name` is, or nil if there is
+-- none. It creates nothing and claims no registry slot; holds of dead processes do not count.
+function Provider.inspect(self, name, opts, ...)
+  check_provider(self, "inspect")
+  check_count(select("#", ...) + 2, 2, "inspect")
+  check_options(opts, 2, "inspect", "ctor", 2)
+  local s = settings(self._opts, opts)
+  local ename = object_name(name, s.exact, "inspect")
+  local t = core.inspect(s.dir, ename)
+  if t then
+    t.name, t.path = ename, (s.dir == "/" and "" or s.dir) .. "/" .. ename
+  end
+  return t
+end
+
+-- p:list([opts]) -> the names of the files in the lock directory (objects, and anything else
+-- put there; not the registry), in byte order.
+function Provider.list(self, opts, ...)
+  check_provider(self, "list")
+  check_count(select("#", ...) + 1, 1, "list")
+  check_options(opts, 1, "list", "ctor", 2)
+  local names = core.list(settings(self._opts, opts).dir)
+  table.sort(names, bytes_less)
+  return names
+end
+
+function M.inspect(name, opts, ...)
+  check_count(select("#", ...) + 2, 2, "inspect")
+  return Provider.inspect(provider(), name, opts)
+end
+
+function M.list(opts, ...)
+  check_count(select("#", ...) + 1, 1, "list")
+  return Provider.list(provider(), opts)
+end
+
+-- Internal, for bin/waithandle: the descriptors (registry, object file) whose duplicates keep
+-- this process's holds on obj alive in a process that inherits them; nil before any hold.
+M._slot_fd = core.slot_fd
+
 -- Scoped use for Lua 5.1-5.3 (5.4 has <close>): fn(handle, ...) runs, the
 -- handle is released whether fn returns or raises, and the outcome passes on.
 function M.using(handle, fn, ...)
