@@ -33,5 +33,13 @@ build = {
          incdirs = { "csrc" },
          libraries = { "pthread", "dl" },
       },
+      ["waithandles.proc"] = {
+         sources = { "csrc/proc.c" },
+         defines = { "_GNU_SOURCE" },
+         incdirs = { "csrc" },
+      },
+   },
+   install = {
+      bin = { waithandle = "bin/waithandle" },
    },
 }

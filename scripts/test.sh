@@ -61,6 +61,7 @@ specs 5.4
 check "luarocks make into a temporary tree" scripts/check-rockspec.sh
 # The main job and the benchmark still run (a short benchmark: its figures are not judged here).
 check "make demo: the counter is exact after a kill" sh -c "$MAKE -s --no-print-directory demo | grep -q 'EXACT'"
+check "doc/waithandle.1: no groff warning" sh -c '[ -z "$(groff -Tutf8 -ww -man -z doc/waithandle.1 2>&1)" ]'
 check "make bench runs (short)" sh -c "BENCH_N=2000 BENCH_ROUNDS=3 $MAKE -s --no-print-directory bench | grep -q 'costs .*x the floor'"
 
 if [ $ci = 1 ]; then
