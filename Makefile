@@ -38,7 +38,7 @@ PROCMOD := $(BUILD)/waithandles/proc.so
 TESTMOD := $(BUILD)/whtest.so
 FLOORMOD := $(BUILD)/whfloor.so
 
-.PHONY: all test test-one test-c install uninstall clean demo bench model
+.PHONY: all test test-one test-c install uninstall clean demo demo-lua bench model
 
 all: $(MODULE) $(PROCMOD)
 
@@ -122,7 +122,14 @@ uninstall:
 	rm -rf $(DESTDIR)$(LIBDIR)/waithandles $(DESTDIR)$(LUADIR)/waithandles
 	rm -f $(DESTDIR)$(BINDIR)/waithandle $(DESTDIR)$(MANDIR)/man1/waithandle.1
 
+# The main job: six jobs under `waithandle -s 2`, one of them killed with SIGKILL.
 demo:
+	@scripts/deps.sh --quiet
+	@$(MAKE) -s --no-print-directory all
+	@LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/demo-cli.lua
+
+# The library's demo: six processes increment one counter under one lock.
+demo-lua:
 	@scripts/deps.sh --quiet
 	@$(MAKE) -s --no-print-directory all
 	@LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/demo.lua

@@ -60,7 +60,8 @@ step "C unit and process tests (gcc)" $MAKE -s --no-print-directory test-c
 specs 5.4
 check "luarocks make into a temporary tree" scripts/check-rockspec.sh
 # The main job and the benchmark still run (a short benchmark: its figures are not judged here).
-check "make demo: the counter is exact after a kill" sh -c "$MAKE -s --no-print-directory demo | grep -q 'EXACT'"
+check "make demo-lua: the counter is exact" sh -c "$MAKE -s --no-print-directory demo-lua | grep -q 'EXACT'"
+check "make demo: waithandle -s 2 keeps its limit" sh -c "$MAKE -s --no-print-directory demo | grep -q 'LIMIT HELD'"
 check "doc/waithandle.1: no groff warning" sh -c '[ -z "$(groff -Tutf8 -ww -man -z doc/waithandle.1 2>&1)" ]'
 check "make bench runs (short)" sh -c "BENCH_N=2000 BENCH_ROUNDS=3 $MAKE -s --no-print-directory bench | grep -q 'costs .*x the floor'"
 
