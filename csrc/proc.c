@@ -217,6 +217,15 @@ static int l_run(lua_State *L)
     return 2;
 }
 
+/* proc.default_sigint(): SIGINT's default action back. The standalone interpreters catch it to
+ * raise an error at the next Lua instruction, which a wait in C would put off until it ends. */
+static int l_default_sigint(lua_State *L)
+{
+    (void)L;
+    signal(SIGINT, SIG_DFL);
+    return 0;
+}
+
 /* proc.now() -> seconds on the monotonic clock */
 static int l_now(lua_State *L)
 {
@@ -242,8 +251,11 @@ static int l_sleep(lua_State *L)
 
 __attribute__((visibility("default"))) int luaopen_waithandles_proc(lua_State *L)
 {
-    static const luaL_Reg funcs[] = {
-        {"run", l_run}, {"now", l_now}, {"sleep", l_sleep}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"run", l_run},
+                                     {"default_sigint", l_default_sigint},
+                                     {"now", l_now},
+                                     {"sleep", l_sleep},
+                                     {NULL, NULL}};
     wh_newlib(L, funcs);
     lua_pushinteger(L, ENOENT);
     lua_setfield(L, -2, "ENOENT");
