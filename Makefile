@@ -97,7 +97,7 @@ test:
 # The busted suite under one Lua version (used by scripts/test.sh).
 test-one: $(MODULE) $(PROCMOD) $(TESTMOD)
 	LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" \
-	WH_LUA="$(LUA)" WH_BUILD="$(BUILD)" $(LUA) $(BUSTED) $(BUSTED_ARGS)
+	WH_LUA="$(LUA)" WH_BUILD="$(BUILD)" WH_LUA_VERSION="$(LUA_VERSION)" $(LUA) $(BUSTED) $(BUSTED_ARGS)
 
 # The installed waithandle runs on $(LUA) and finds the module beside it: relative to its own
 # directory when the module lies under PREFIX and the script in PREFIX/bin (the tree can move),

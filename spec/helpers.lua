@@ -138,7 +138,13 @@ function H.spawn(code, args)
     .. "function say(...) local t = {} for i = 1, select('#', ...) do t[i] = tostring(select(i, ...)) end "
     .. "io.stdout:write(table.concat(t, ' '), '\\n') end\n"
     .. CHILD_PRELUDE
-  local pid, fd = whtest.spawn({ H.lua, "-e", prelude .. code })
+  return H.spawn_argv({ H.lua, "-e", prelude .. code })
+end
+
+-- Runs the command argv (searched in PATH) as a child like H.spawn's: its
+-- stdout and stderr are read with child:line(), and H.cleanup() kills it.
+function H.spawn_argv(argv)
+  local pid, fd = whtest.spawn(argv)
   local c = setmetatable({ pid = pid, fd = fd, buf = "", log = {} }, Child)
   children[#children + 1] = c
   return c
