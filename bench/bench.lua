@@ -2,7 +2,8 @@
 -- call that returns a new userdata with __gc, plus a method call"). Every
 -- figure is the median of several interleaved rounds of CPU time, and every
 -- ratio the median of the rounds' ratios to the same round's floor, so the
--- ratios come from one run on one machine.
+-- ratios come from one run on one machine. Last, the command-line tool's whole
+-- process next to flock(1)'s.
 
 local wh = require "waithandles"
 local floor = require "whfloor"
@@ -104,8 +105,46 @@ r = measure({
 row("rwlock read with 1000 readers holding", r.read, r.ratio.read)
 for _, h in ipairs(held) do h:release() end
 
+-- The command-line tool next to flock(1): the wall time of a whole process that acquires, runs
+-- `true` and releases, as a shell sees it; interleaved runs, the median of each, and the median
+-- of the runs' ratios to the same run's flock.
+local proc = require "waithandles.proc"
+local CLI_RUNS = math.max(20, tonumber(os.getenv("BENCH_CLI_RUNS")) or 41)
+local lua = arg and arg[-1] or "lua5.4"
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+local commands = {
+  { "true", { "true" } },
+  { "interpreter", { lua, "-e", "" } },
+  { "flock", { "flock", dir .. "/flock-file", "true" } },
+  { "waithandle", { lua, here .. "/../bin/waithandle", "--dir", dir, "bench-cli", "--", "true" } },
+}
+local walls, cli_ratios = {}, {}
+for _, c in ipairs(commands) do walls[c[1]] = {} end
+for run = 1, CLI_RUNS do
+  for _, c in ipairs(commands) do
+    local t = proc.now()
+    local how, status = proc.run(c[2])
+    if how ~= "exit" or status ~= 0 then
+      error(("%s: %s %s"):format(table.concat(c[2], " "), tostring(how), tostring(status)))
+    end
+    walls[c[1]][run] = proc.now() - t
+  end
+  cli_ratios[run] = walls.waithandle[run] / walls.flock[run]
+end
+local cli_ratio = median(cli_ratios)
+print(("\nwhole process, wall time, median of %d interleaved runs"):format(CLI_RUNS))
+local function wall_row(name, key, note)
+  print(("  %-46s %9.2f ms%s"):format(name, median(walls[key]) * 1e3, note or ""))
+end
+wall_row("true (a process start)", "true")
+wall_row(lua .. " -e '' (the interpreter's start)", "interpreter")
+wall_row("flock FILE true", "flock")
+wall_row("waithandle NAME -- true", "waithandle", ("   %5.2fx flock"):format(cli_ratio))
+
 print(("\nlock:try_acquire()+release() costs %.2fx the floor (DESIGN.md target: <= 2x)")
   :format(lock_ratio))
+print(("waithandle NAME -- true takes %.2fx the time of flock FILE true (whole processes)")
+  :format(cli_ratio))
 lock, sem, rw, one, many = nil, nil, nil, nil, nil
 collectgarbage()
 os.execute("rm -rf '" .. dir .. "'")
