@@ -14,12 +14,7 @@ local TOOL = here .. "/../bin/waithandle"
 local JOBS, LIMIT, HOLD = 6, 2, 1.0
 local NAME = "demo-jobs"
 
-local function sh(cmd)
-  local p = io.popen(cmd)
-  local out = p:read("*a")
-  p:close()
-  return out
-end
+local sh = dofile(here .. "/sh.lua")
 
 local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
