@@ -21,6 +21,8 @@ CPPFLAGS ?=
 LDFLAGS ?=
 PREFIX ?= /usr/local
 DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
 LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_ABI)
 LUADIR ?= $(PREFIX)/share/lua/$(LUA_ABI)
 BUILD ?= build/$(LUA_VERSION)
@@ -28,21 +30,22 @@ BUSTED ?= /usr/bin/busted
 RUNNER ?=
 INSTALL ?= install
 
-CORE_SRC := err names wait guard state dir registry object ops
-LUA_SRC := lerr ltypes lhandle lacquire lcore
+CORE_SRC := err names wait guard state dir registry object ops inspect
+LUA_SRC := lerr ltypes lhandle lacquire llook lcore
 ALL_CFLAGS := -std=gnu11 -fPIC -fvisibility=hidden -D_GNU_SOURCE $(WARNFLAGS) $(CFLAGS) $(SANFLAGS) $(CPPFLAGS)
 CORE_OBJ := $(CORE_SRC:%=$(BUILD)/obj/%.o)
 LUA_OBJ := $(LUA_SRC:%=$(BUILD)/obj/%.o)
 HEADERS := $(wildcard csrc/*.h)
 MODULE := $(BUILD)/waithandles/core.so
+PROCMOD := $(BUILD)/waithandles/proc.so
 TESTMOD := $(BUILD)/whtest.so
 FLOORMOD := $(BUILD)/whfloor.so
 BENCHMOD := $(BUILD)/whbench.so
 BENCHC := $(BUILD)/whcpair
 
-.PHONY: all test test-one test-c install uninstall clean demo bench bench-quick bench-results model
+.PHONY: all test test-one test-c install uninstall clean demo demo-lua bench bench-quick bench-results model
 
-all: $(MODULE)
+all: $(MODULE) $(PROCMOD)
 
 $(BUILD)/obj/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -56,6 +59,11 @@ $(LUA_OBJ): $(BUILD)/obj/%.o: csrc/%.c $(HEADERS)
 $(MODULE): $(CORE_OBJ) $(LUA_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(SANFLAGS) $(LDFLAGS) -Wl,-z,nodelete -o $@ $^ -pthread -ldl
+
+# The command-line tool's process control (bin/waithandle): a module of its own.
+$(PROCMOD): csrc/proc.c csrc/compat.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR) -Icsrc -shared $(LDFLAGS) -o $@ $<
 
 # Test-only helper module (fork, kill, waitpid, pipes) and the benchmark floor.
 $(TESTMOD): spec/whtest.c csrc/compat.h
@@ -93,19 +101,41 @@ test:
 	@scripts/test.sh
 
 # The busted suite under one Lua version (used by scripts/test.sh).
-test-one: $(MODULE) $(TESTMOD)
+test-one: $(MODULE) $(PROCMOD) $(TESTMOD)
 	LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" \
-	WH_LUA="$(LUA)" WH_BUILD="$(BUILD)" $(RUNNER) $(LUA) $(BUSTED) $(BUSTED_ARGS)
+	WH_LUA="$(LUA)" WH_BUILD="$(BUILD)" WH_LUA_VERSION="$(LUA_VERSION)" $(RUNNER) $(LUA) $(BUSTED) $(BUSTED_ARGS)
 
-install: $(MODULE)
+# The installed waithandle runs on $(LUA) and finds the module beside it: relative to its own
+# directory when the module lies under PREFIX and the script in PREFIX/bin (the tree can move),
+# else by absolute path; failing that, through LUA_PATH and LUA_CPATH.
+bin_path = $(if $(and $(filter $(PREFIX)/bin,$(BINDIR)),$(filter $(PREFIX)/%,$(1))),../$(patsubst $(PREFIX)/%,%,$(1)),$(1))
+
+install: $(MODULE) $(PROCMOD)
 	$(INSTALL) -d $(DESTDIR)$(LIBDIR)/waithandles $(DESTDIR)$(LUADIR)/waithandles
 	$(INSTALL) -m 0755 $(MODULE) $(DESTDIR)$(LIBDIR)/waithandles/core.so
+	$(INSTALL) -m 0755 $(PROCMOD) $(DESTDIR)$(LIBDIR)/waithandles/proc.so
 	$(INSTALL) -m 0644 lua/waithandles/*.lua $(DESTDIR)$(LUADIR)/waithandles/
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
+	@lua=$$(command -v $(LUA)) || { echo "install: no interpreter $(LUA) in PATH (set LUA=...)" >&2; exit 1; }; \
+	sed -e "1s|.*|#!$$lua|" \
+	    -e 's|^local LUADIR, LIBDIR = .*|local LUADIR, LIBDIR = "$(call bin_path,$(LUADIR))", "$(call bin_path,$(LIBDIR))"|' \
+	    bin/waithandle >$(DESTDIR)$(BINDIR)/waithandle.tmp
+	chmod 0755 $(DESTDIR)$(BINDIR)/waithandle.tmp
+	mv $(DESTDIR)$(BINDIR)/waithandle.tmp $(DESTDIR)$(BINDIR)/waithandle
+	$(INSTALL) -m 0644 doc/waithandle.1 $(DESTDIR)$(MANDIR)/man1/waithandle.1
 
 uninstall:
 	rm -rf $(DESTDIR)$(LIBDIR)/waithandles $(DESTDIR)$(LUADIR)/waithandles
+	rm -f $(DESTDIR)$(BINDIR)/waithandle $(DESTDIR)$(MANDIR)/man1/waithandle.1
 
+# The main job: six jobs under `waithandle -s 2`, one of them killed with SIGKILL.
 demo:
+	@scripts/deps.sh --quiet
+	@$(MAKE) -s --no-print-directory all
+	@LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/demo-cli.lua
+
+# The library's demo: six processes increment one counter under one lock.
+demo-lua:
 	@scripts/deps.sh --quiet
 	@$(MAKE) -s --no-print-directory all
 	@LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/demo.lua

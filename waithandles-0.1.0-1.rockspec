@@ -26,12 +26,21 @@ build = {
       ["waithandles.core"] = {
          sources = {
             "csrc/err.c", "csrc/names.c", "csrc/wait.c", "csrc/guard.c", "csrc/state.c",
-            "csrc/dir.c", "csrc/registry.c", "csrc/object.c", "csrc/ops.c", "csrc/lerr.c",
-            "csrc/ltypes.c", "csrc/lhandle.c", "csrc/lacquire.c", "csrc/lcore.c",
+            "csrc/dir.c", "csrc/registry.c", "csrc/object.c", "csrc/ops.c", "csrc/inspect.c",
+            "csrc/lerr.c", "csrc/ltypes.c", "csrc/lhandle.c", "csrc/lacquire.c", "csrc/lcore.c",
+            "csrc/llook.c",
          },
          defines = { "_GNU_SOURCE" },
          incdirs = { "csrc" },
          libraries = { "pthread", "dl" },
       },
+      ["waithandles.proc"] = {
+         sources = { "csrc/proc.c" },
+         defines = { "_GNU_SOURCE" },
+         incdirs = { "csrc" },
+      },
+   },
+   install = {
+      bin = { waithandle = "bin/waithandle" },
    },
 }

@@ -11,12 +11,7 @@ local LUA = os.getenv("LUA") or (arg and arg[-1]) or "lua5.4"
 local WORKERS, ROUNDS = 6, 400
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 
-local function sh(cmd)
-  local p = io.popen(cmd)
-  local out = p:read("*a")
-  p:close()
-  return out
-end
+local sh = dofile(here .. "/sh.lua")
 
 local function now()
   return tonumber(sh("date +%s.%N")) or os.time()

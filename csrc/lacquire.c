@@ -431,6 +431,35 @@ METHOD(up_acq_async, G_UPGRADE, F_ACQ_ASYNC, async_start)
 
 /* ---- info ---- */
 
+void wh_push_info(lua_State *L, struct wh_dir *d, uint32_t kind, const struct wh_info *in)
+{
+    lua_createtable(L, 0, 12);
+    lua_pushinteger(L, (lua_Integer)in->held);
+    lua_setfield(L, -2, "held");
+    if (kind == WH_KIND_RWLOCK) {
+        lua_pushinteger(L, (lua_Integer)in->readers);
+        lua_setfield(L, -2, "readers");
+        lua_pushboolean(L, in->writer);
+        lua_setfield(L, -2, "writer");
+        lua_pushboolean(L, in->upgradeable);
+        lua_setfield(L, -2, "upgradeable");
+        lua_pushboolean(L, in->upgraded);
+        lua_setfield(L, -2, "upgraded");
+        lua_pushinteger(L, (lua_Integer)in->waiting_writers);
+        lua_setfield(L, -2, "waiting_writers");
+    }
+    lua_pushinteger(L, (lua_Integer)in->waiting);
+    lua_setfield(L, -2, "waiting");
+    lua_createtable(L, (int)in->nholders, 0);
+    for (uint32_t i = 0; i < in->nholders; i++) {
+        lua_createtable(L, 0, 1);
+        lua_pushinteger(L, (lua_Integer)wh_dir_pid(d, in->holders[i]));
+        lua_setfield(L, -2, "pid");
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    lua_setfield(L, -2, "holders");
+}
+
 static int info(lua_State *L, uint32_t kind, const char *tname)
 {
     struct lobj *u = wh_toobj(L, 1, kind);
@@ -442,31 +471,7 @@ static int info(lua_State *L, uint32_t kind, const char *tname)
         return wh_argerror(L, 1, 1, "info", "no more than 0 arguments expected");
     if (wh_info(u->o, &in, &e) != 0)
         return wh_raise(L, &e, u->o->name);
-    lua_createtable(L, 0, 12);
-    lua_pushinteger(L, (lua_Integer)in.held);
-    lua_setfield(L, -2, "held");
-    if (kind == WH_KIND_RWLOCK) {
-        lua_pushinteger(L, (lua_Integer)in.readers);
-        lua_setfield(L, -2, "readers");
-        lua_pushboolean(L, in.writer);
-        lua_setfield(L, -2, "writer");
-        lua_pushboolean(L, in.upgradeable);
-        lua_setfield(L, -2, "upgradeable");
-        lua_pushboolean(L, in.upgraded);
-        lua_setfield(L, -2, "upgraded");
-        lua_pushinteger(L, (lua_Integer)in.waiting_writers);
-        lua_setfield(L, -2, "waiting_writers");
-    }
-    lua_pushinteger(L, (lua_Integer)in.waiting);
-    lua_setfield(L, -2, "waiting");
-    lua_createtable(L, (int)in.nholders, 0);
-    for (uint32_t i = 0; i < in.nholders; i++) {
-        lua_createtable(L, 0, 1);
-        lua_pushinteger(L, (lua_Integer)wh_dir_pid(u->o->dir, in.holders[i]));
-        lua_setfield(L, -2, "pid");
-        lua_rawseti(L, -2, (int)i + 1);
-    }
-    lua_setfield(L, -2, "holders");
+    wh_push_info(L, u->o->dir, kind, &in);
     for (int i = 0; i < 4; i++) {
         static const char *const fields[] = {"name", "path", "kind", "max_count"};
         lua_getfield(L, 1, fields[i]);

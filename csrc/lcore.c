@@ -312,7 +312,7 @@ __attribute__((visibility("default"))) int luaopen_waithandles_core(lua_State *L
     static const luaL_Reg funcs[] = {{"provider", m_provider}, {"safe_name", m_safe_name},
                                      {"install", l_install},   {"yieldable", l_yieldable},
                                      {"error", l_error},       {"now", l_now},
-                                     {NULL, NULL}};
+                                     {"slot_fd", wh_l_slot_fd}, {NULL, NULL}};
     static const luaL_Reg all[] = {{"provider.try_acquire_all", all_try},
                                    {"provider.acquire_all", all_acq},
                                    {"provider.try_acquire_all_async", all_try_async},
@@ -329,7 +329,12 @@ __attribute__((visibility("default"))) int luaopen_waithandles_core(lua_State *L
     lua_pushvalue(L, -1);
     lua_setfield(L, LUA_REGISTRYINDEX, "waithandles.new_provider");
     lua_call(L, 0, 1);
+    lua_pushvalue(L, -1);
+    lua_insert(L, -3); /* provider, module, provider */
     wh_setfuncs(L, ctors, 1);
+    lua_pushvalue(L, -2);
+    wh_setfuncs(L, wh_look_funcs, 1);
+    lua_remove(L, -2);
     lua_pushnil(L);
     lua_setfield(L, -2, "new_provider");
     lua_newtable(L);

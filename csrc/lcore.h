@@ -122,10 +122,20 @@ struct wh_settings {
 };
 void wh_settings(lua_State *L, int provider, int opts, struct wh_settings *s);
 void wh_check_ctor_opts(lua_State *L, int idx, int level, int argn, const char *fname);
+/* The file name of the name at idx: escaped, or checked (raising invalid_name) if exact. */
+const char *wh_object_name(lua_State *L, int idx, int exact, char out[WH_NAME_MAX + 1]);
 
 /* ---- acquiring (lacquire.c) ---- */
 
 void wh_open_acquire(lua_State *L); /* registers the waiter type */
+/* Pushes the table of info(): held, waiting, holders (pids from d), and the rwlock fields. */
+void wh_push_info(lua_State *L, struct wh_dir *d, uint32_t kind, const struct wh_info *in);
+
+/* ---- looking without using (llook.c) ---- */
+
+int wh_l_slot_fd(lua_State *L);
+extern const luaL_Reg wh_look_funcs[];   /* module functions: upvalue 1 the default provider */
+extern const luaL_Reg wh_look_methods[]; /* provider methods */
 extern const luaL_Reg wh_lock_methods[], wh_semaphore_methods[], wh_rwlock_methods[];
 extern const luaL_Reg wh_upgrade_methods[], wh_async_starts[];
 

@@ -128,7 +128,7 @@ static void new_object_mt(lua_State *L, int obj, uint32_t kind, const char *name
 }
 
 /* The file name of `name` (at stack index idx): escaped, or checked with exact_name. */
-static const char *object_name(lua_State *L, int idx, int exact, char out[WH_NAME_MAX + 1])
+const char *wh_object_name(lua_State *L, int idx, int exact, char out[WH_NAME_MAX + 1])
 {
     size_t len;
     const char *name = lua_tolstring(L, idx, &len);
@@ -167,7 +167,7 @@ int wh_new_object(lua_State *L, uint32_t kind, int provider, int name, uint32_t 
 
     (void)fname;
     wh_settings(L, provider, opts, &s);
-    ename = object_name(L, name, s.exact, buf);
+    ename = wh_object_name(L, name, s.exact, buf);
     u = wh_newudata(L, sizeof *u, 1);
     memset(u, 0, sizeof *u);
     for (int m = 0; m <= WH_MODE_UPGRADEABLE; m++)
@@ -314,6 +314,10 @@ void wh_open_types(lua_State *L)
     for (uint32_t k = 1; k <= 3; k++)
         new_methods(L, obj_tname[k], methods[k]);
     new_methods(L, WH_T_PROVIDER, wh_provider_methods);
+    lua_pushliteral(L, WH_T_PROVIDER "#methods");
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    wh_setfuncs(L, wh_look_methods, 0);
+    lua_pop(L, 1);
     new_methods(L, WH_T_UPGRADE, wh_upgrade_methods);
     wh_open_handles(L);
     wh_new_type(L, WH_T_PROVIDER, provider_meta, NULL, NULL);

@@ -136,6 +136,13 @@ static int validate(struct wh_dir *d, const char *name, const struct wh_obj_head
     return 0;
 }
 
+/* validate() for a reader that takes whatever kind the file says it is (inspect.c). */
+int wh_obj_validate(struct wh_dir *d, const char *name, const struct wh_obj_header *h, off_t size,
+                    struct wh_view *v, struct wh_err *e)
+{
+    return validate(d, name, h, size, h->kind, h->max_count, v, e);
+}
+
 struct wh_obj *wh_obj_open(struct wh_dir *d, const char *name, uint32_t kind, uint32_t max_count,
                            int mode, struct wh_err *e)
 {

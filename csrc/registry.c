@@ -176,6 +176,20 @@ uint64_t wh_dir_me(struct wh_dir *d, struct wh_err *e)
 
 uint64_t wh_dir_current(struct wh_dir *d) { return atomic_load_explicit(&d->me, memory_order_acquire); }
 
+/* The descriptor whose open file description holds our slot's lock: a process that inherits a
+ * duplicate of it keeps our identity alive (the command-line tool hands it to its command). */
+int wh_dir_slot_fd(struct wh_dir *d)
+{
+    int fd = -1;
+    uint64_t me;
+    pthread_mutex_lock(&wh_mu);
+    me = atomic_load(&d->me);
+    if (me != 0 && d->pid == getpid())
+        fd = d->shard[WH_IDENT_SLOT(me) / WH_SHARD_SLOTS].fd;
+    pthread_mutex_unlock(&wh_mu);
+    return fd;
+}
+
 int wh_dir_alive(void *ctx, uint64_t id)
 {
     struct wh_dir *d = ctx;

@@ -76,6 +76,7 @@ int wh_ofd_unlock(int fd, off_t off);
 
 uint64_t wh_dir_me(struct wh_dir *d, struct wh_err *e); /* claims a slot on first use; 0 on error */
 uint64_t wh_dir_current(struct wh_dir *d);              /* 0 if no slot is claimed */
+int wh_dir_slot_fd(struct wh_dir *d);                   /* registry fd of our slot, or -1 */
 int wh_dir_alive(void *d, uint64_t ident);              /* a wh_alive_fn */
 uint32_t wh_dir_pid(struct wh_dir *d, uint64_t ident);  /* 0 if unknown */
 void wh_registry_forget(struct wh_dir *d);              /* fork child: drop the inherited slot */
@@ -149,6 +150,14 @@ void wh_obj_unref(struct wh_obj *o);
 /* 1 removed, 0 absent or in use, -1 error. */
 int wh_obj_remove(struct wh_dir *d, const char *name, struct wh_err *e);
 const char *wh_kind_name(uint32_t kind);
+/* Checks a private copy of an object header of any kind against the file size; fills the
+ * immutable part of *v (not its pointers). */
+int wh_obj_validate(struct wh_dir *d, const char *name, const struct wh_obj_header *h, off_t size,
+                    struct wh_view *v, struct wh_err *e);
+/* A snapshot of object `name` in d without opening it for use or claiming a slot (inspect.c):
+ * 1 found, 0 absent, -1 error. Holds of dead processes are left out, as info() would. */
+int wh_inspect(struct wh_dir *d, const char *name, uint32_t *kind, uint32_t *max_count,
+               struct wh_info *out, struct wh_err *e);
 
 /* ---- operations (ops.c): guard + state + registry + futex ---- */
 

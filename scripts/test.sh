@@ -59,9 +59,11 @@ echo "waithandles tests$( [ $ci = 1 ] && echo ' (CI=true: every Lua version, cla
 step "C unit and process tests (gcc)" $MAKE -s --no-print-directory test-c
 specs 5.4
 check "luarocks make into a temporary tree" scripts/check-rockspec.sh
-# The main job and the benchmark still run (a short benchmark: only that every row produced a
+# The main jobs and the benchmark still run (a short benchmark: only that every row produced a
 # number is checked, not the figures).
-check "make demo: the counter is exact after a kill" sh -c "$MAKE -s --no-print-directory demo | grep -q 'EXACT'"
+check "make demo-lua: the counter is exact" sh -c "$MAKE -s --no-print-directory demo-lua | grep -q 'EXACT'"
+check "make demo: waithandle -s 2 keeps its limit" sh -c "$MAKE -s --no-print-directory demo | grep -q 'LIMIT HELD'"
+check "doc/waithandle.1: no groff warning" sh -c '[ -z "$(groff -Tutf8 -ww -man -z doc/waithandle.1 2>&1)" ]'
 step "make bench-quick: every row has a number" $MAKE -s --no-print-directory bench-quick
 
 if [ $ci = 1 ]; then

@@ -158,6 +158,12 @@ function H.spawn(code, args, env)
     for _, a in ipairs(argv) do pre[#pre + 1] = a end
     argv = pre
   end
+  return H.spawn_argv(argv)
+end
+
+-- Runs the command argv (searched in PATH) as a child like H.spawn's: its
+-- stdout and stderr are read with child:line(), and H.cleanup() kills it.
+function H.spawn_argv(argv)
   local pid, fd = whtest.spawn(argv)
   local c = setmetatable({ pid = pid, fd = fd, buf = "", log = {} }, Child)
   children[#children + 1] = c

@@ -228,8 +228,12 @@ describe("inside OpenResty (nginx + lua module)", function()
     if missing then return pending(missing) end
     ngx, port = start_nginx(dir, 1)
     local a = get("/hold")
-    H.eventually(function() return H.exists(dir .. "/holding") end, 10, "request A holds the lock")
-    local worker = tonumber(H.read_file(dir .. "/holding"))
+    -- The file exists before the pid is written: wait for the pid.
+    local worker
+    H.eventually(function()
+      worker = tonumber(H.read_file(dir .. "/holding") or "")
+      return worker
+    end, 10, "request A holds the lock")
     local l = wh.lock("ngx", { dir = dir })
     assert.are.equal(worker, l:info().holders[1].pid)
     assert.is_nil(l:try_acquire())
