@@ -26,7 +26,8 @@ build = {
       ["waithandles.core"] = {
          sources = {
             "csrc/err.c", "csrc/names.c", "csrc/wait.c", "csrc/guard.c", "csrc/state.c",
-            "csrc/dir.c", "csrc/registry.c", "csrc/object.c", "csrc/ops.c", "csrc/inspect.c",
+            "csrc/dir.c", "csrc/registry.c", "csrc/object.c", "csrc/ops.c", "csrc/pending.c",
+            "csrc/inspect.c",
             "csrc/lerr.c", "csrc/ltypes.c", "csrc/lhandle.c", "csrc/lacquire.c", "csrc/lcore.c",
             "csrc/llook.c",
          },

@@ -18,7 +18,7 @@
 struct lwaiter {
     struct wh_obj *o; /* referenced; NULL once closed */
     struct wh_waiter w;
-    int64_t ac_ns, deadline, delay;
+    int64_t ac_ns, deadline;
     double t; /* the timeout, for messages */
     uint32_t mode;
     int is_try;
@@ -165,7 +165,7 @@ static struct lwaiter *new_waiter(lua_State *L, const struct wh_sig *sig, int su
     w->t = a->timeout;
     w->deadline = a->timeout == HUGE_VAL ? WH_FOREVER
                                          : since + (int64_t)(a->timeout * 1e9);
-    w->delay = WH_POLL_MIN_NS;
+    w->w.interval = WH_POLL_MIN_NS;
     w->mode = sig->mode;
     w->is_try = sig->is_try;
     luaL_getmetatable(L, WH_T_WAITER);
@@ -218,8 +218,7 @@ static int waiter_attempt(lua_State *L, struct lwaiter *w, int uv, int64_t guard
     if (block)
         r = wh_wait(w->o, w->mode, w->ac_ns, &w->w, guard_deadline, &held, &e);
     else
-        r = wh_attempt(w->o, w->mode, w->ac_ns, &w->w, 2 * w->delay + WH_LEASE_MARGIN_NS, 0,
-                       &held, &e);
+        r = wh_attempt(w->o, w->mode, w->ac_ns, &w->w, 0, &held, &e);
     if (r < 0) {
         withdraw(w);
         wh_raise(L, &e, w->o->name);
@@ -293,10 +292,15 @@ static int waiter_poll(lua_State *L)
         not_acquired(L, w->is_try, w->mode == WH_MODE_UPGRADE, w->t, w->o);
         return 2;
     }
+    /* The next delay (policy.h), growing at most about twofold per poll, so the lease the
+     * latest attempt gave the mark covers it. */
+    {
+        int64_t d = wh_poll_delay(&w->w, now), most = 2 * w->w.interval + WH_LEASE_SLACK_NS / 2;
+        w->w.interval = d < most ? d : most;
+    }
     lua_pushboolean(L, 0);
     lua_pushnil(L);
-    lua_pushnumber(L, (lua_Number)(w->delay < left ? w->delay : left) / 1e9);
-    w->delay = w->delay * 3 / 2 > WH_POLL_MAX_NS ? WH_POLL_MAX_NS : w->delay * 3 / 2;
+    lua_pushnumber(L, (lua_Number)(w->w.interval < left ? w->w.interval : left) / 1e9);
     return 3;
 }
 
@@ -336,7 +340,7 @@ static int start(lua_State *L, const struct wh_sig *sig, int level, struct lwait
         handle = lua_gettop(L);
     }
     check_cancel(L, a.cancel, NULL, o);
-    r = wh_attempt(o, sig->mode, ac, NULL, 0, 0, &held, &e);
+    r = wh_attempt(o, sig->mode, ac, NULL, 0, &held, &e);
     if (r < 0)
         return wh_raise(L, &e, o->name);
     if (r == 1) {
@@ -367,7 +371,7 @@ static int blocking(lua_State *L, const struct wh_sig *sig)
             struct lhandle *h = wh_new_handle(L, u, sig->mode);
             struct wh_err e;
             uint64_t held = 0;
-            r = wh_attempt(u->o, sig->mode, u->ac_ns, NULL, 0, 0, &held, &e);
+            r = wh_attempt(u->o, sig->mode, u->ac_ns, NULL, 0, &held, &e);
             if (r == 1) {
                 wh_handle_hold(h, u->o, held);
                 return 1;

@@ -20,7 +20,9 @@ static void ctx_init(struct wh_ctx *c, struct wh_obj *o, uint64_t me)
     c->now = 0;
 }
 
-/* Takes the guard; after a takeover the state is repaired and everyone must be woken. */
+/* Takes the guard; after a takeover the state is repaired and everyone must be woken. Then
+ * gives back this process's releases that could not wait for the guard (pending.c) first,
+ * so that nothing of ours stands in our own way. */
 static int enter(struct wh_obj *o, struct wh_ctx *c, int64_t deadline, int *wake)
 {
     int g = wh_guard_lock(&o->v.h->guard, c->me, deadline, wh_dir_alive, o->dir);
@@ -29,6 +31,9 @@ static int enter(struct wh_obj *o, struct wh_ctx *c, int64_t deadline, int *wake
         wh_st_reclaim(&o->v, c);
         *wake = 2;
     }
+    if (g != WH_GUARD_BUSY && atomic_load_explicit(&o->npending, memory_order_relaxed) != 0 &&
+        wh_pending_apply(o) && !*wake)
+        *wake = 1;
     return g;
 }
 
@@ -59,14 +64,17 @@ void wh_waiter_init(struct wh_waiter *w, uint32_t mode, int futex, int64_t since
     w->idx = -1;
     w->mode = mode | (futex ? WH_WAIT_FUTEX : 0);
     w->since = since;
+    w->interval = WH_POLL_MIN_NS;
 }
 
 int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
-               int64_t lease_ns, int64_t guard_deadline, uint64_t *held, struct wh_err *e)
+               int64_t guard_deadline, uint64_t *held, struct wh_err *e)
 {
     const struct wh_view *v = &o->v;
     struct wh_ctx c;
     int wake = 0, r, mine = -1;
+    int64_t lease_ns = w != NULL ? WH_LEASE(w->interval) : 0;
+    uint32_t seen = w != NULL ? w->seq : 0;
     uint64_t me = wh_dir_me(o->dir, e);
 
     if (me == 0)
@@ -111,9 +119,14 @@ int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter 
         w->idx = wh_st_register(v, &c, w->mode, w->since, c.now + lease_ns, &w->tag);
         w->ident = me;
     }
-    if (w != NULL)
+    if (w != NULL) {
         w->last_attempt = c.now;
+        if (r == 0)
+            w->ahead = wh_st_ahead(v, &c, mode, w->idx, w->since);
+    }
     leave(o, wake, w);
+    if (w != NULL && (w->seq != seen || w->changed_at == 0))
+        w->changed_at = c.now;
     if (r < 0)
         return wh_fail(e, WH_EINVALID_STATE, 0,
                        "%s '%s' is not held as an upgradeable read by this process",
@@ -124,15 +137,18 @@ int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter 
 int wh_wait(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
             int64_t deadline, uint64_t *held, struct wh_err *e)
 {
+    /* The waiter wakes at least every `interval` to refresh its mark (and see whether a
+     * reclamation is due), whatever abandonment_check is. */
+    w->interval = ac_ns < WH_BLOCK_SLICE_NS ? ac_ns : WH_BLOCK_SLICE_NS;
     for (;;) {
         int64_t now, slice;
-        int r = wh_attempt(o, mode, ac_ns, w, ac_ns + WH_LEASE_MARGIN_NS, deadline, held, e);
+        int r = wh_attempt(o, mode, ac_ns, w, deadline, held, e);
         if (r != 0)
             return r;
         now = wh_now();
         if (now >= deadline)
             return 0;
-        slice = deadline - now < ac_ns ? deadline - now : ac_ns;
+        slice = deadline - now < w->interval ? deadline - now : w->interval;
         if (w->idx < 0 && slice > WH_UNREGISTERED_SLICE_NS)
             slice = WH_UNREGISTERED_SLICE_NS;
         if (wh_futex_wait(&o->v.h->seq, w->seq, slice) == ETIMEDOUT) {
@@ -157,10 +173,28 @@ int wh_release(struct wh_obj *o, uint32_t mode, uint64_t ident)
     if (me == 0 || me != ident)
         return 0; /* a copy inherited across fork: the hold is the parent's */
     ctx_init(&c, o, me);
-    enter(o, &c, WH_FOREVER, &wake);
+    /* Deadline 0: at most WH_GUARD_GRACE_NS, even if the guard's owner is stopped. */
+    if (enter(o, &c, 0, &wake) == WH_GUARD_BUSY) {
+        wh_pending_add(o, mode, ident);
+        return 1;
+    }
     if (wh_st_release(&o->v, mode, ident) && !wake)
         wake = 1;
     leave(o, wake, NULL);
+    return 1;
+}
+
+int wh_complete_pending(struct wh_obj *o)
+{
+    struct wh_ctx c;
+    int wake = 1;
+    uint64_t me = wh_dir_current(o->dir);
+    if (me == 0)
+        return 0;
+    ctx_init(&c, o, me);
+    if (enter(o, &c, wh_now() + WH_PENDING_TURN_NS, &wake) == WH_GUARD_BUSY)
+        return 0;
+    leave(o, wake, NULL); /* enter gave the releases back */
     return 1;
 }
 
@@ -176,7 +210,10 @@ void wh_withdraw(struct wh_obj *o, struct wh_waiter *w)
         return;
     }
     ctx_init(&c, o, me);
-    enter(o, &c, WH_FOREVER, &wake);
+    if (enter(o, &c, 0, &wake) == WH_GUARD_BUSY) {
+        w->idx = -1; /* its lease ends it soon */
+        return;
+    }
     c.now = wh_now();
     /* Others may have been waiting behind this entry. */
     if (wh_st_withdraw(&o->v, w->idx, w->tag, me) && !wake)
@@ -188,8 +225,21 @@ void wh_withdraw(struct wh_obj *o, struct wh_waiter *w)
 int wh_changed(struct wh_obj *o, const struct wh_waiter *w, int64_t ac_ns)
 {
     int64_t now = wh_now();
-    return atomic_load(&o->v.h->seq) != w->seq || now - w->last_attempt >= WH_REATTEMPT_NS ||
+    return atomic_load(&o->v.h->seq) != w->seq || now - w->last_attempt >= WH_LEASE(w->interval) / 2 ||
            now - atomic_load(&o->v.h->last_reclaim) >= ac_ns;
+}
+
+int64_t wh_poll_delay(const struct wh_waiter *w, int64_t now)
+{
+    int64_t quiet = (now - w->changed_at) / WH_POLL_QUIET_DIV, d;
+    if (w->ahead == 0) {
+        d = quiet < WH_POLL_MIN_NS ? WH_POLL_MIN_NS : quiet;
+        return d > WH_POLL_HEAD_MAX_NS ? WH_POLL_HEAD_MAX_NS : d;
+    }
+    d = w->ahead >= 6 ? WH_POLL_MAX_NS : WH_POLL_MIN_NS << w->ahead;
+    if (d < quiet)
+        d = quiet;
+    return d > WH_POLL_MAX_NS ? WH_POLL_MAX_NS : d;
 }
 
 int wh_info(struct wh_obj *o, struct wh_info *out, struct wh_err *e)

@@ -15,27 +15,41 @@
 #define WH_GUARD_FIRST_PROBE_NS (WH_MS / 5)
 #define WH_GUARD_PROBE_EVERY_NS WH_MS
 #define WH_GUARD_GRACE_NS (10 * WH_MS)
-/* release(), __gc, __close and withdrawing a mark wait at most this long for the guard; a
- * release that cannot be done in time is completed later by the process (ops.c, "pending"). */
-#define WH_GUARD_RELEASE_NS (10 * WH_MS)
+/* release(), __gc, __close and withdrawing a mark wait no longer than GRACE either; a release
+ * that cannot be done in time is completed later by the process (pending.c), a mark left
+ * behind expires with its lease. The helper thread that completes releases waits for the
+ * guard in turns of PENDING_TURN. */
+#define WH_PENDING_TURN_NS (100 * WH_MS)
 
 /* Objects */
 #define WH_DEFAULT_MODE 0666
 #define WH_DEFAULT_AC_NS (100 * WH_MS) /* abandonment_check */
 #define WH_MIN_AC_NS WH_MS             /* smaller values are rounded up to this */
 
-/* Blocking waits: a waiter without a mark (the wait table was full) gets no wake-up, so it
- * polls every UNREGISTERED_SLICE. */
+/* Marks (wait entries) carry a lease: a mark whose waiter stops refreshing it, because it is
+ * stopped (SIGSTOP) or abandoned (a coroutine never resumed), stops counting LEASE(interval)
+ * after its latest refresh, where interval is how often its waiter refreshes it: at most
+ * 2 x 50 + 20 = 120 ms, whatever abandonment_check is. */
+#define WH_LEASE_SLACK_NS (20 * WH_MS)
+#define WH_LEASE(interval) (2 * (interval) + WH_LEASE_SLACK_NS)
+
+/* Blocking waits sleep on the futex for at most min(abandonment_check, BLOCK_SLICE) at a time,
+ * then attempt again (refreshing their mark); a waiter without a mark (the wait table was
+ * full) gets no wake-up, so it polls every UNREGISTERED_SLICE. */
+#define WH_BLOCK_SLICE_NS (50 * WH_MS)
 #define WH_UNREGISTERED_SLICE_NS (2 * WH_MS)
 
-/* Async waits: delays between polls start at POLL_MIN and grow by 3/2 up to POLL_MAX; a poll
- * skips the full attempt while nothing changed, but not for longer than REATTEMPT. */
+/* Async waits poll; the delay before the next poll depends on the waiter's place in the queue
+ * (waiters ahead of it) and on how long the object has been quiet (no change seen):
+ *   first in line: quiet / 8, between POLL_MIN and POLL_HEAD_MAX: it takes the object about
+ *     one poll after it is released, and polls less while a long hold goes on;
+ *   k waiters ahead: POLL_MIN << k, and at least quiet / 8, at most POLL_MAX.
+ * A poll skips the full attempt while nothing changed, but refreshes the mark every half
+ * lease. */
 #define WH_POLL_MIN_NS WH_MS
+#define WH_POLL_HEAD_MAX_NS (8 * WH_MS)
 #define WH_POLL_MAX_NS (50 * WH_MS)
-#define WH_REATTEMPT_NS (50 * WH_MS)
-
-/* A mark's lease: how long after its latest refresh it still counts. */
-#define WH_LEASE_MARGIN_NS (500 * WH_MS)
+#define WH_POLL_QUIET_DIV 8
 
 /* Files: the initialisation lock and the "in use" byte (a remover holds it for a moment). */
 #define WH_INIT_WAIT_MS 5000

@@ -267,6 +267,7 @@ static void after_fork_child(void)
 {
     for (struct wh_dir *d = wh_dirs; d != NULL; d = d->next)
         forget_locked(d);
+    wh_pending_forget();
     pthread_mutex_unlock(&wh_mu);
 }
 

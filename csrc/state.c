@@ -112,6 +112,27 @@ static uint32_t waiters_first(const struct wh_view *v, const struct wh_ctx *c, u
     return n;
 }
 
+uint32_t wh_st_ahead(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, int mine,
+                     int64_t since)
+{
+    uint32_t n = 0;
+    if (atomic_load(&v->h->nwaiting) == 0 || mode == WH_MODE_UPGRADE)
+        return 0;
+    for (uint32_t i = 0; i < v->nwait; i++) {
+        uint64_t id;
+        uint32_t m;
+        int64_t s;
+        if ((int)i == mine || !entry_live(&v->waits[i], c->now, &id, &m, &s))
+            continue;
+        if (is_rw(v) && (mode == WH_MODE_READ || mode == WH_MODE_UPGRADEABLE) &&
+            (m == WH_MODE_WRITE || m == WH_MODE_UPGRADE))
+            n++; /* writer preference: every waiting writer comes first */
+        else if (m == mode && mode != WH_MODE_READ && (s < since || (s == since && (int)i < mine)))
+            n++;
+    }
+    return n;
+}
+
 int wh_st_register(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, int64_t since,
                    int64_t lease, uint32_t *tag)
 {

@@ -115,6 +115,9 @@ int wh_st_refresh(const struct wh_view *v, const struct wh_ctx *c, int idx, uint
                   int64_t lease);
 int wh_st_withdraw(const struct wh_view *v, int idx, uint32_t tag, uint64_t ident);
 int wh_st_admits(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode);
+/* Live waiters that come before a waiter in `mode` waiting since `since` in entry `mine`. */
+uint32_t wh_st_ahead(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, int mine,
+                     int64_t since);
 int wh_st_reclaim(const struct wh_view *v, const struct wh_ctx *c);
 int wh_st_reclaim_waiters(const struct wh_view *v, const struct wh_ctx *c);
 void wh_st_info(const struct wh_view *v, const struct wh_ctx *c, struct wh_info *out);
@@ -140,6 +143,7 @@ struct wh_obj {
     void *base;
     size_t size;
     struct wh_view v;
+    _Atomic uint32_t npending; /* releases of this process waiting for the guard (pending.c) */
     char name[WH_NAME_MAX + 1];
 };
 
@@ -159,6 +163,12 @@ int wh_obj_validate(struct wh_dir *d, const char *name, const struct wh_obj_head
 int wh_inspect(struct wh_dir *d, const char *name, uint32_t *kind, uint32_t *max_count,
                struct wh_info *out, struct wh_err *e);
 
+/* ---- releases waiting for the guard (pending.c) ---- */
+
+void wh_pending_add(struct wh_obj *o, uint32_t mode, uint64_t ident);
+int wh_pending_apply(struct wh_obj *o); /* guard held; 1 if something was released */
+void wh_pending_forget(void);           /* fork child, wh_mu held */
+
 /* ---- operations (ops.c): guard + state + registry + futex ---- */
 
 struct wh_waiter { /* one wait in progress */
@@ -169,18 +179,30 @@ struct wh_waiter { /* one wait in progress */
     uint32_t mode;  /* WH_MODE_* | WH_WAIT_FUTEX */
     uint32_t seq;   /* seq seen by the latest attempt */
     int64_t last_attempt;
+    int64_t interval;   /* how often the waiter attempts (refreshing its mark), ns */
+    int64_t changed_at; /* when the latest attempt saw the object change (seq) */
+    uint32_t ahead;     /* waiters that came before it at the latest attempt */
 };
 
 void wh_waiter_init(struct wh_waiter *w, uint32_t mode, int futex, int64_t since);
-/* 1 acquired (*held = the identity to release with), 0 busy, -1 error. */
+/* 1 acquired (*held = the identity to release with), 0 busy, -1 error. A waiter's mark gets
+ * the lease WH_LEASE(w->interval). */
 int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
-               int64_t lease_ns, int64_t guard_deadline, uint64_t *held, struct wh_err *e);
+               int64_t guard_deadline, uint64_t *held, struct wh_err *e);
+/* The delay before an async waiter's next poll (policy.h). */
+int64_t wh_poll_delay(const struct wh_waiter *w, int64_t now);
 /* Blocks until acquired or deadline; on a timeout or an error the entry stays registered
  * (the caller withdraws it). */
 int wh_wait(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
             int64_t deadline, uint64_t *held, struct wh_err *e);
-int wh_release(struct wh_obj *o, uint32_t mode, uint64_t ident); /* 1 released, 0 not ours */
+/* 1 released (maybe later: never waits longer than WH_GUARD_GRACE_NS), 0 not ours. */
+int wh_release(struct wh_obj *o, uint32_t mode, uint64_t ident);
+/* Gives back this process's pending releases of o; 0 if the guard stayed busy a while. */
+int wh_complete_pending(struct wh_obj *o);
+/* Withdraws w's mark; a guard busy for WH_GUARD_GRACE_NS leaves it to expire. */
 void wh_withdraw(struct wh_obj *o, struct wh_waiter *w);
+/* Whether an async poll must make a full attempt: the object changed, the mark needs a refresh,
+ * or a reclamation is due. */
 int wh_changed(struct wh_obj *o, const struct wh_waiter *w, int64_t ac_ns);
 int wh_info(struct wh_obj *o, struct wh_info *out, struct wh_err *e);
 

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -260,6 +262,33 @@ static int l_nfds(lua_State *L)
     return 1;
 }
 
+/* word64(path, offset [, value]) -> the 64-bit word at offset of the file (a hex string),
+ * atomically replaced by value (a hex string) if given: how a spec plays a process that
+ * stopped inside a guard section (it writes its identity into an object's guard word). */
+static int l_word64(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    off_t off = (off_t)luaL_checkinteger(L, 2);
+    const char *val = luaL_optstring(L, 3, NULL);
+    long page = sysconf(_SC_PAGESIZE);
+    off_t base = off - off % page;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    unsigned char *m;
+    _Atomic unsigned long long *w;
+    char buf[32];
+    if (fd < 0)
+        return fail(L, "word64");
+    m = mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, base);
+    close(fd);
+    if (m == MAP_FAILED)
+        return fail(L, "word64");
+    w = (_Atomic unsigned long long *)(void *)(m + (off - base));
+    snprintf(buf, sizeof buf, "%llx", val ? atomic_exchange(w, strtoull(val, NULL, 16)) : atomic_load(w));
+    munmap(m, (size_t)page);
+    lua_pushstring(L, buf);
+    return 1;
+}
+
 __attribute__((visibility("default"))) int luaopen_whtest(lua_State *L)
 {
     static const luaL_Reg f[] = {
@@ -270,7 +299,7 @@ __attribute__((visibility("default"))) int luaopen_whtest(lua_State *L)
         {"chmod", l_chmod},       {"chown", l_chown},       {"symlink", l_symlink},
         {"mkfifo", l_mkfifo},     {"truncate", l_truncate}, {"stat", l_stat},
         {"geteuid", l_geteuid},   {"seteuid", l_seteuid},   {"nfds", l_nfds},
-        {NULL, NULL}};
+        {"word64", l_word64},     {NULL, NULL}};
     wh_newlib(L, f);
     lua_pushinteger(L, SIGKILL);
     lua_setfield(L, -2, "SIGKILL");

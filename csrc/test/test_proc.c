@@ -172,7 +172,7 @@ static struct wh_obj *open_obj(struct wh_dir *d, const char *name, uint32_t kind
 static int attempt(struct wh_obj *o, uint32_t mode, uint64_t *held)
 {
     struct wh_err e;
-    int r = wh_attempt(o, mode, AC_NS, NULL, 0, wh_now(), held, &e);
+    int r = wh_attempt(o, mode, AC_NS, NULL, wh_now(), held, &e);
     if (r < 0)
         th_note("wh_attempt: %s (%s)", wh_code_name(e.code), e.msg);
     return r;
@@ -254,7 +254,7 @@ static void test_guard_takeover(void)
     kill_reap(c);
     seq = atomic_load(&h->seq);
     t0 = wh_now();
-    r = wh_attempt(o, WH_MODE_LOCK, AC_NS, NULL, 0, t0 + LIVENESS_NS, &held, &(struct wh_err){0});
+    r = wh_attempt(o, WH_MODE_LOCK, AC_NS, NULL, t0 + LIVENESS_NS, &held, &(struct wh_err){0});
     took = wh_now() - t0;
     CHECK(r == 1, "acquired after taking the dead owner's guard over: %d", r);
     CHECK(took < LIVENESS_NS, "within 2 s: %lld ms", (long long)(took / MS));
@@ -561,8 +561,9 @@ static pid_t holder(struct wh_obj *o, uint32_t mode, int n, int waiting, int *ok
             struct wh_waiter w;
             struct wh_err e;
             wh_waiter_init(&w, mode, 0, wh_now());
+            w.interval = 30 * SEC; /* a long lease */
             /* busy, so this registers an entry with a long lease: only death removes it */
-            if (wh_attempt(o, mode, AC_NS, &w, 60 * SEC, wh_now() + SEC, &held, &e) == 0 &&
+            if (wh_attempt(o, mode, AC_NS, &w, wh_now() + SEC, &held, &e) == 0 &&
                 w.idx >= 0)
                 got++;
         }
@@ -670,7 +671,8 @@ static pid_t waker(struct wh_obj *o, uint32_t mode, int withdraw, uint32_t nwait
         int ok;
         if (withdraw) {
             wh_waiter_init(&w, mode, 1, wh_now());
-            ok = wh_attempt(o, mode, AC_NS, &w, 60 * SEC, wh_now(), &held, &e) == 0 && w.idx >= 0;
+            w.interval = 30 * SEC; /* a long lease */
+            ok = wh_attempt(o, mode, AC_NS, &w, wh_now(), &held, &e) == 0 && w.idx >= 0;
         } else {
             ok = attempt(o, mode, &held) == 1;
         }
@@ -1143,7 +1145,7 @@ static void test_hostile_registry(void)
         if (!CHECK(o != NULL, "%s: the object opens: %s", cases[i].dir, o ? "" : e.msg))
             continue;
         memset(&e, 0, sizeof e);
-        r = wh_attempt(o, WH_MODE_LOCK, AC_NS, NULL, 0, wh_now(), &held, &e);
+        r = wh_attempt(o, WH_MODE_LOCK, AC_NS, NULL, wh_now(), &held, &e);
         CHECK(r == -1 && e.code == cases[i].code, "%s: attempt %d, code %s (%s)", cases[i].dir, r,
               wh_code_name(e.code), e.msg);
         CHECK(atomic_load(&o->v.h->owner) == 0 && atomic_load(&o->v.h->guard) == 0,
