@@ -236,7 +236,10 @@ int64_t wh_poll_delay(const struct wh_waiter *w, int64_t now)
         d = quiet < WH_POLL_MIN_NS ? WH_POLL_MIN_NS : quiet;
         return d > WH_POLL_HEAD_MAX_NS ? WH_POLL_HEAD_MAX_NS : d;
     }
-    d = w->ahead >= 6 ? WH_POLL_MAX_NS : WH_POLL_MIN_NS << w->ahead;
+    /* The queue moves at most one waiter per poll interval of its head: k waiters ahead, it
+     * cannot be first sooner than k intervals from now. */
+    d = w->ahead >= WH_POLL_MAX_NS / WH_POLL_MIN_NS ? WH_POLL_MAX_NS
+                                                    : WH_POLL_MIN_NS * (int64_t)(w->ahead + 1);
     if (d < quiet)
         d = quiet;
     return d > WH_POLL_MAX_NS ? WH_POLL_MAX_NS : d;

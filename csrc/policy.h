@@ -43,10 +43,11 @@
  * (waiters ahead of it) and on how long the object has been quiet (no change seen):
  *   first in line: quiet / 8, between POLL_MIN and POLL_HEAD_MAX: it takes the object about
  *     one poll after it is released, and polls less while a long hold goes on;
- *   k waiters ahead: POLL_MIN << k, and at least quiet / 8, at most POLL_MAX.
+ *   k waiters ahead: (k + 1) x POLL_MIN, and at least quiet / 8, at most POLL_MAX: the queue
+ *     cannot move faster than one waiter per POLL_MIN, so it polls before its turn comes.
  * A poll skips the full attempt while nothing changed, but refreshes the mark every half
  * lease. */
-#define WH_POLL_MIN_NS WH_MS
+#define WH_POLL_MIN_NS (WH_MS / 2)
 #define WH_POLL_HEAD_MAX_NS (8 * WH_MS)
 #define WH_POLL_MAX_NS (50 * WH_MS)
 #define WH_POLL_QUIET_DIV 8

@@ -11,7 +11,7 @@ pkgs="make gcc clang lua5.4 liblua5.4-dev lua-busted luarocks strace groff-base"
 if [ "${CI:-}" = "true" ]; then
     pkgs="$pkgs lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev"
     pkgs="$pkgs luajit2 libluajit2-5.1-dev libclang-rt-14-dev spin valgrind"
-    pkgs="$pkgs nginx libnginx-mod-http-lua curl" # spec/openresty_spec.lua
+    pkgs="$pkgs nginx libnginx-mod-http-lua curl wrk" # spec/openresty_spec.lua
 fi
 
 missing=""

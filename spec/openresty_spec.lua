@@ -92,9 +92,6 @@ local HANDLERS = [[
         h:release()
       }
     }
-    location /ping {
-      content_by_lua_block { ngx.say("pong") }
-    }
     location /count {
       content_by_lua_block {
         local wh = require "waithandles"
@@ -116,15 +113,23 @@ local HANDLERS = [[
     }
 ]]
 
--- Starts nginx with `workers` worker processes in dir; returns it and its port.
-local function start_nginx(dir, workers)
+-- Each suite picks its own ports, and its nginx answers /ping with its own token: two suites
+-- running at once never talk to each other's servers.
+math.randomseed(T.getpid() * 7919 + math.floor(T.now() * 1000) % 1000003)
+local TOKEN = ("pong %d %d"):format(T.getpid(), math.random(1, 1e9))
+
+-- Starts nginx with `workers` worker processes in dir; returns it and its port. o: user (the
+-- workers' user, root if we are root by default), http (more of the http block), lua_path and
+-- lua_cpath (where the module is), handlers (the locations).
+local function start_nginx(dir, workers, o)
+  o = o or {}
   for attempt = 1, 20 do
     local port = 20000 + math.random(0, 20000)
     local conf = dir .. "/nginx.conf"
     H.write_file(conf, table.concat({
       "worker_processes " .. workers .. ";",
       "daemon off;",
-      H.is_root and "user root;" or "",
+      o.user and ("user " .. o.user .. ";") or (H.is_root and "user root;" or ""),
       "error_log " .. dir .. "/error.log info;",
       "pid " .. dir .. "/nginx.pid;",
       "load_module " .. MODULES .. "/ndk_http_module.so;",
@@ -135,11 +140,13 @@ local function start_nginx(dir, workers)
       "  client_body_temp_path " .. dir .. "/tmp; proxy_temp_path " .. dir .. "/tmp;",
       "  fastcgi_temp_path " .. dir .. "/tmp; uwsgi_temp_path " .. dir .. "/tmp;",
       "  scgi_temp_path " .. dir .. "/tmp;",
-      ('  lua_package_path "%s/lua/?.lua;%s/lua/?/init.lua;;";'):format(ROOT, ROOT),
-      ('  lua_package_cpath "%s/build/luajit/?.so;;";'):format(ROOT),
+      ('  lua_package_path "%s;;";'):format(o.lua_path or (ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua")),
+      ('  lua_package_cpath "%s;;";'):format(o.lua_cpath or (ROOT .. "/build/luajit/?.so")),
+      o.http or "",
       "  server {",
       "    listen 127.0.0.1:" .. port .. ";",
-      HANDLERS,
+      "    location /ping { content_by_lua_block { ngx.say(\"" .. TOKEN .. "\") } }",
+      o.handlers or HANDLERS,
       "  }",
       "}",
     }, "\n"))
@@ -148,7 +155,7 @@ local function start_nginx(dir, workers)
     local deadline = T.now() + 10
     while T.now() < deadline do
       local ping = run({ "curl", "-s", "-m", "2", ("http://127.0.0.1:%d/ping"):format(port) })
-      if finished(ping, 3) == "pong\n" then return ngx, port end
+      if finished(ping, 3) == TOKEN .. "\n" then return ngx, port end
       if finished(ngx, 0.05) then break end -- exited: port in use, or a bad config
     end
     if not ngx.done then
@@ -202,7 +209,7 @@ describe("inside OpenResty (nginx + lua module)", function()
     H.eventually(function() return l:info().waiting == 1 end, 10, "request B waits")
     -- The only worker serves another request while B waits for the lock.
     local c = get("/ping")
-    assert.are.equal("pong\n", finished(c, 10))
+    assert.are.equal(TOKEN .. "\n", finished(c, 10))
     assert.is_nil(finished(a, 0), "A finished before it was told to release")
     assert.is_nil(finished(b, 0), "B got the lock while A held it")
     H.touch(dir .. "/release")
@@ -244,5 +251,118 @@ describe("inside OpenResty (nginx + lua module)", function()
     assert.is_true(h:is_held())
     finished(a, 10)
     h:release()
+  end)
+end)
+
+-- Many requests per worker contend, their handlers written the common way
+-- (the wait wrapped in pcall), the master as root opening the objects in
+-- init_by_lua and the workers as nobody: every request gets the lock within
+-- its own bound, no worker blocks itself, no update is lost.
+local WRK = have("wrk")
+
+-- Runs wrk; returns its figures: requests, errors (non-2xx, socket errors), latency max (s).
+local function wrk(url, connections, seconds)
+  local p = run({ "wrk", "-t2", "-c" .. connections, "-d" .. seconds .. "s", "--latency", url })
+  local out = assert(finished(p, seconds + 60), "wrk did not finish")
+  local function unit(n, u)
+    n = tonumber(n)
+    return u == "us" and n / 1e6 or u == "ms" and n / 1e3 or u == "m" and n * 60 or n
+  end
+  local r = { out = out }
+  r.requests = tonumber(out:match("(%d+) requests in"))
+  r.non2xx = tonumber(out:match("Non%-2xx or 3xx responses: (%d+)")) or 0
+  local c, rd, wr, to = out:match("Socket errors: connect (%d+), read (%d+), write (%d+), timeout (%d+)")
+  r.socket_errors = c and (c + rd + wr + to) or 0
+  r.max = unit(out:match("Latency%s+%S+%s+%S+%s+([%d.]+)(%a+)"))
+  r.p50 = unit(out:match("50%%%s+([%d.]+)(%a+)"))
+  r.p99 = unit(out:match("99%%%s+([%d.]+)(%a+)"))
+  r.rps = tonumber(out:match("Requests/sec:%s+([%d.]+)"))
+  return r
+end
+
+describe("inside OpenResty under load (wrk, 4 workers)", function()
+  local ngx, port, dir
+  after_each(function()
+    stop_nginx(ngx)
+    ngx = nil
+    H.cleanup()
+  end)
+
+  it("handlers that wait inside pcall never block their worker; the counter is exact", function()
+    if missing then return pending(missing) end
+    if not WRK then return pending("wrk is not installed") end
+    dir = H.tmpdir()
+    os.execute("chmod 0755 " .. dir)
+    -- The module where the workers' user can read it.
+    local mod = dir .. "/mod"
+    os.execute(("mkdir -p %s/waithandles && cp %s/lua/waithandles/*.lua %s/waithandles/ && cp %s %s/waithandles/")
+      :format(mod, ROOT, mod, LUAJIT_MODULE, mod))
+    os.execute("chmod -R a+rX " .. mod)
+    H.write_file(dir .. "/counter.txt", "0")
+    os.execute("chmod 0666 " .. dir .. "/counter.txt")
+    local locks = dir .. "/locks"
+    ngx, port = start_nginx(dir, 4, {
+      user = H.is_root and "nobody nogroup" or nil,
+      lua_path = mod .. "/?.lua;" .. mod .. "/?/init.lua",
+      lua_cpath = mod .. "/?.so",
+      http = table.concat({
+        "  lua_shared_dict stats 1m;",
+        "  init_by_lua_block {",
+        "    WH = require 'waithandles'",
+        ("    LOCK = WH.lock('counter', { dir = %q })"):format(locks),
+        ("    COUNTER = %q"):format(dir .. "/counter.txt"),
+        "  }",
+      }, "\n"),
+      handlers = [[
+        location /count {
+          content_by_lua_block {
+            local ok, err = pcall(function()
+              local h = LOCK:acquire_async(10)
+              local f = io.open(COUNTER, "r")
+              local n = tonumber(f:read("*a"))
+              f:close()
+              ngx.sleep(0.001)
+              f = io.open(COUNTER, "w")
+              f:write(tostring(n + 1))
+              f:close()
+              h:release()
+              ngx.shared.stats:incr("done", 1, 0)
+            end)
+            if not ok then
+              ngx.status = 500
+              ngx.say(tostring(err))
+              return
+            end
+            ngx.say("ok")
+          }
+        }
+        location /done {
+          content_by_lua_block { ngx.say(ngx.shared.stats:get("done") or 0) }
+        }
+      ]],
+    })
+    local url = ("http://127.0.0.1:%d"):format(port)
+    for _, c in ipairs({ 4, 32, 128 }) do
+      local r = wrk(url .. "/count", c, 3)
+      if os.getenv("WH_FIGURES") then
+        io.stderr:write(("# %d connections: %.0f req/s, p50 %.1f ms, p99 %.1f ms, max %.1f ms\n")
+          :format(c, r.rps, r.p50 * 1e3, r.p99 * 1e3, r.max * 1e3))
+      end
+      assert.is_truthy(r.requests, r.out)
+      assert.is_true(r.requests > 20, c .. " connections: only " .. r.requests .. " requests\n" .. r.out)
+      assert.are.equal(0, r.non2xx, r.out .. (H.read_file(dir .. "/error.log") or ""))
+      assert.are.equal(0, r.socket_errors, r.out)
+      assert.is_true(r.max < 10, "a request took " .. r.max .. " s\n" .. r.out)
+    end
+    -- In-flight requests end; then every completed increment is in the file, none lost.
+    local done
+    H.eventually(function()
+      local p = run({ "curl", "-s", "-m", "5", url .. "/done" })
+      local a = tonumber(finished(p, 10))
+      local b = tonumber(H.read_file(dir .. "/counter.txt"))
+      done = a
+      return a and a == b and a > 0 and wh.lock("counter", { dir = locks }):info().held == 0
+    end, 20, "the counter matches the completed increments")
+    assert.is_true(done > 40)
   end)
 end)

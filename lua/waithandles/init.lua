@@ -93,10 +93,13 @@ local function wait_async(w, configured)
   local sleep = pick_sleep(configured)
   if not sleep then return w:block() end
   local protect = protect_for_yield()
+  -- ngx.sleep counts whole milliseconds: less would be ngx.sleep(0), a busy loop.
+  local ngx = rawget(_G, "ngx")
+  local least = type(ngx) == "table" and sleep == ngx.sleep and 0.001 or 0
   while true do
     local done, r, delay = w:poll()
     if done then return r end
-    local ok, err = protect(sleep, delay)
+    local ok, err = protect(sleep, delay > least and delay or least)
     if not ok then
       w:withdraw()
       error(err, 0)
