@@ -29,7 +29,7 @@ build = {
             "csrc/dir.c", "csrc/registry.c", "csrc/object.c", "csrc/ops.c", "csrc/pending.c",
             "csrc/inspect.c",
             "csrc/lerr.c", "csrc/ltypes.c", "csrc/lhandle.c", "csrc/lacquire.c", "csrc/lcore.c",
-            "csrc/llook.c",
+            "csrc/llook.c", "csrc/lngx.c",
          },
          defines = { "_GNU_SOURCE" },
          incdirs = { "csrc" },

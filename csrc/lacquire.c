@@ -22,6 +22,7 @@ struct lwaiter {
     double t; /* the timeout, for messages */
     uint32_t mode;
     int is_try;
+    int scope_worker;
 };
 
 /* The waiter's user value: what the wait is for, and its options. */
@@ -231,6 +232,7 @@ static int waiter_attempt(lua_State *L, struct lwaiter *w, int uv, int64_t guard
     } else {
         lua_rawgeti(L, uv, W_HANDLE);
         wh_handle_hold(lua_touserdata(L, -1), w->o, held);
+        wh_acquired(L, w->scope_worker);
     }
     return 1;
 }
@@ -349,12 +351,14 @@ static int start(lua_State *L, const struct wh_sig *sig, int level, struct lwait
             lua_pushboolean(L, 1);
         } else {
             wh_handle_hold(h, o, held);
+            wh_acquired(L, ((struct lobj *)a.self)->scope_worker);
         }
         return 1;
     }
     if (a.timeout == 0)
         return not_acquired(L, sig->is_try, up != NULL, 0, o);
     *wp = new_waiter(L, sig, 1, handle, o, ac, &a, wh_now());
+    (*wp)->scope_worker = up == NULL && ((struct lobj *)a.self)->scope_worker;
     return 0;
 }
 
@@ -374,6 +378,7 @@ static int blocking(lua_State *L, const struct wh_sig *sig)
             r = wh_attempt(u->o, sig->mode, u->ac_ns, NULL, 0, &held, &e);
             if (r == 1) {
                 wh_handle_hold(h, u->o, held);
+                wh_acquired(L, u->scope_worker);
                 return 1;
             }
             if (r < 0)

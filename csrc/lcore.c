@@ -324,6 +324,7 @@ __attribute__((visibility("default"))) int luaopen_waithandles_core(lua_State *L
     wh_newlib(L, funcs);
     wh_setfuncs(L, wh_type_funcs, 0);
     wh_setfuncs(L, wh_handle_funcs, 0);
+    wh_setfuncs(L, wh_ngx_funcs, 0);
     /* The default provider; new_provider is kept for m_provider. */
     lua_getfield(L, -1, "new_provider");
     lua_pushvalue(L, -1);

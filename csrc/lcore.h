@@ -34,6 +34,7 @@ struct lobj { /* userdata of the three object types */
     struct wh_obj *o; /* NULL once collected */
     int64_t ac_ns;    /* abandonment_check */
     uint32_t kind;
+    int scope_worker; /* option scope = "worker": holds outlive their OpenResty request */
     int mtref[WH_MODE_UPGRADEABLE + 1];          /* registry refs of its handle metatables */
     const void *cookie[WH_MODE_UPGRADEABLE + 1]; /* their addresses; [0]: its own metatable's */
 };
@@ -56,6 +57,7 @@ struct lhandle {
     uint64_t ident;     /* process identity the hold was taken under */
     uint32_t mode;
     uint32_t flags;
+    void *ngx_cln; /* the nginx request cleanup that releases it (lngx.c), or NULL */
 };
 
 struct lhandle *wh_tohandle(lua_State *L, int idx); /* NULL if not a handle */
@@ -63,6 +65,8 @@ struct lhandle *wh_tohandle(lua_State *L, int idx); /* NULL if not a handle */
  * state, so a memory error never leaves a hold without a handle. */
 struct lhandle *wh_new_handle(lua_State *L, const struct lobj *u, uint32_t mode);
 void wh_handle_hold(struct lhandle *h, struct wh_obj *o, uint64_t ident);
+/* Marks the handle released first, then releases; 1 if this call released it. */
+int wh_handle_release(struct lhandle *h);
 int wh_handle_held(const struct lhandle *h);
 /* What the metatable of the handle at hidx keeps of its object: a field (kind, name), the
  * abandonment_check and the sleep option (or nil). */
@@ -119,6 +123,7 @@ struct wh_settings {
     int exact;
     int64_t ac_ns;
     int sleep; /* stack index of the sleep function, 0 if none */
+    int scope_worker;
 };
 void wh_settings(lua_State *L, int provider, int opts, struct wh_settings *s);
 void wh_check_ctor_opts(lua_State *L, int idx, int level, int argn, const char *fname);
@@ -130,6 +135,13 @@ const char *wh_object_name(lua_State *L, int idx, int exact, char out[WH_NAME_MA
 void wh_open_acquire(lua_State *L); /* registers the waiter type */
 /* Pushes the table of info(): held, waiting, holders (pids from d), and the rwlock fields. */
 void wh_push_info(lua_State *L, struct wh_dir *d, uint32_t kind, const struct wh_info *in);
+
+/* ---- OpenResty: holds that end with their request (lngx.c) ---- */
+
+/* After an acquisition whose handle is on top of the stack. */
+void wh_acquired(lua_State *L, int scope_worker);
+void wh_ngx_disarm(struct lhandle *h);
+extern const luaL_Reg wh_ngx_funcs[];
 
 /* ---- looking without using (llook.c) ---- */
 

@@ -142,6 +142,11 @@ static int check_option(lua_State *L, const char *key, int ctor, int level, int 
         if (!is_integer(L, v, 0, 4095))
             wh_argerror(L, level, argn, fname,
                         "option 'mode' must be an integer from 0 to 4095 (e.g. 438 = 0666)");
+    } else if (ctor && strcmp(key, "scope") == 0) {
+        const char *v2 = lua_type(L, v) == LUA_TSTRING ? lua_tostring(L, v) : "";
+        if (strcmp(v2, "request") != 0 && strcmp(v2, "worker") != 0)
+            wh_argerror(L, level, argn, fname,
+                        "option 'scope' must be \"request\" or \"worker\"");
     } else if (ctor && strcmp(key, "abandonment_check") == 0) {
         lua_Number n = lua_type(L, v) == LUA_TNUMBER ? lua_tonumber(L, v) : -1;
         if (!(n > 0 && n <= WH_MAX_SECONDS))
@@ -307,6 +312,8 @@ void wh_settings(lua_State *L, int provider, int opts, struct wh_settings *s)
     ac = v ? lua_tonumber(L, v) : WH_DEFAULT_AC_NS / 1e9;
     s->ac_ns = ac * 1e9 < WH_MIN_AC_NS ? WH_MIN_AC_NS : (int64_t)(ac * 1e9);
     s->sleep = GET("sleep");
+    v = GET("scope");
+    s->scope_worker = v != 0 && strcmp(lua_tostring(L, v), "worker") == 0;
     v = GET("dir");
 #undef GET
     if (v != 0) {

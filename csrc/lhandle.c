@@ -69,11 +69,11 @@ int wh_handle_held(const struct lhandle *h)
     return (h->flags & H_HELD) && h->o != NULL && wh_dir_current(h->o->dir) == h->ident;
 }
 
-/* Marks the handle released first, then releases; 1 if this call released it. */
-static int handle_release(struct lhandle *h)
+int wh_handle_release(struct lhandle *h)
 {
     struct wh_obj *o = h->o;
     int r;
+    wh_ngx_disarm(h);
     if (!(h->flags & H_HELD) || o == NULL)
         return 0;
     h->flags &= ~H_HELD;
@@ -133,7 +133,7 @@ static struct lhandle *own_handle(lua_State *L, const char *fname)
 
 static int handle_m_release(lua_State *L)
 {
-    lua_pushboolean(L, handle_release(own_handle(L, "release")));
+    lua_pushboolean(L, wh_handle_release(own_handle(L, "release")));
     return 1;
 }
 
@@ -151,7 +151,7 @@ static int handle_gc(lua_State *L)
         h->cookie != lua_topointer(L, lua_upvalueindex(1)))
         h = wh_tohandle(L, 1);
     if (h != NULL)
-        handle_release(h);
+        wh_handle_release(h);
     return 0;
 }
 
@@ -274,7 +274,7 @@ static int held_of(struct lhandle *h) { return wh_handle_held(h); }
 static int composite_release(lua_State *L)
 {
     check_composite(L, "release");
-    lua_pushboolean(L, each_part(L, handle_release) > 0);
+    lua_pushboolean(L, each_part(L, wh_handle_release) > 0);
     return 1;
 }
 
@@ -292,7 +292,7 @@ static int composite_is_held(lua_State *L)
 static int composite_gc(lua_State *L)
 {
     if (wh_testudata(L, 1, WH_T_COMPOSITE) != NULL)
-        each_part(L, handle_release);
+        each_part(L, wh_handle_release);
     return 0;
 }
 

@@ -174,6 +174,7 @@ int wh_new_object(lua_State *L, uint32_t kind, int provider, int name, uint32_t 
         u->mtref[m] = LUA_NOREF;
     u->kind = kind;
     u->ac_ns = s.ac_ns;
+    u->scope_worker = s.scope_worker;
     obj = lua_gettop(L);
     new_object_mt(L, obj, kind, ename, s.dir, max_count);
     u->cookie[0] = lua_topointer(L, -1);

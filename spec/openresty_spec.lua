@@ -366,3 +366,127 @@ describe("inside OpenResty under load (wrk, 4 workers)", function()
     assert.is_true(done > 40)
   end)
 end)
+
+-- A hold taken in a request ends with the request, however it ends: the
+-- garbage collector is stopped in these workers, so only the request's end
+-- can give the holds back.
+describe("inside OpenResty, a hold ends with its request", function()
+  local ngx, port, dir
+  after_each(function()
+    stop_nginx(ngx)
+    ngx = nil
+    H.cleanup()
+  end)
+
+  local function serve()
+    dir = H.tmpdir()
+    os.execute("chmod 0755 " .. dir)
+    ngx, port = start_nginx(dir, 1, {
+      http = table.concat({
+        "  lua_check_client_abort on;",
+        "  init_worker_by_lua_block { collectgarbage('stop') }",
+        "  init_by_lua_block {",
+        "    WH = require 'waithandles'",
+        ("    DIR = %q"):format(dir .. "/locks"),
+        "    function HOLD(name, opts)",
+        "      opts = opts or {}",
+        "      opts.dir = DIR",
+        "      KEEP = KEEP or {}",
+        "      KEEP[#KEEP + 1] = WH.lock(name, opts):acquire_async(5) -- referenced: no GC either",
+        "      return KEEP[#KEEP]",
+        "    end",
+        "  }",
+      }, "\n"),
+      handlers = [[
+        location /error { content_by_lua_block { HOLD("error") error("boom") } }
+        location /exit { content_by_lua_block { HOLD("exit") ngx.exit(204) } }
+        location /exec { content_by_lua_block { HOLD("exec") ngx.exec("/ping") } }
+        location /return { content_by_lua_block { HOLD("return") ngx.say("bye") } }
+        location /abort { content_by_lua_block { HOLD("abort") ngx.sleep(30) ngx.say("late") } }
+        location /worker { content_by_lua_block { HOLD("worker", { scope = "worker" }) ngx.say("kept") } }
+        location /timer {
+          content_by_lua_block {
+            ngx.timer.at(0, function() HOLD("timer") error("timer fails") end)
+            ngx.say("started")
+          }
+        }
+      ]],
+    })
+  end
+
+  local function request(path, timeout)
+    local p = run({ "curl", "-s", "-o", "/dev/null", "-m", tostring(timeout or 10),
+      ("http://127.0.0.1:%d%s"):format(port, path) })
+    finished(p, (timeout or 10) + 5)
+  end
+
+  for _, how in ipairs({ "error", "exit", "exec", "return", "abort", "timer" }) do
+    it("(" .. how .. ") and is free again within 100 ms of its end", function()
+      if missing then return pending(missing) end
+      serve()
+      request("/" .. how, how == "abort" and 0.5 or nil)
+      local l = wh.lock(how, { dir = dir .. "/locks" })
+      local t0 = H.now()
+      H.eventually(function() return l:info().held == 0 end, 5, "the hold ends")
+      local took = H.now() - t0
+      -- The abort is seen when nginx notices the closed connection.
+      assert.is_true(took < (how == "abort" and 1 or 0.1), how .. ": held " .. took .. " s more")
+      assert.are.equal(0, l:info().waiting)
+    end)
+  end
+
+  it("(scope = \"worker\") outlives its request", function()
+    if missing then return pending(missing) end
+    serve()
+    request("/worker")
+    H.sleep(0.2)
+    assert.are.equal(1, wh.lock("worker", { dir = dir .. "/locks" }):info().held)
+  end)
+end)
+
+describe("inside OpenResty, a limiter whose requests sometimes fail while holding", function()
+  local ngx
+  after_each(function()
+    stop_nginx(ngx)
+    ngx = nil
+    H.cleanup()
+  end)
+
+  it("keeps serving: every failed request's ticket comes back", function()
+    if missing then return pending(missing) end
+    if not WRK then return pending("wrk is not installed") end
+    local dir = H.tmpdir()
+    os.execute("chmod 0755 " .. dir)
+    local port
+    ngx, port = start_nginx(dir, 4, {
+      http = table.concat({
+        "  init_worker_by_lua_block { collectgarbage('stop') math.randomseed(ngx.worker.pid()) }",
+        "  init_by_lua_block {",
+        ("    SEM = require('waithandles').semaphore('limit', 3, { dir = %q })"):format(dir .. "/locks"),
+        "  }",
+      }, "\n"),
+      handlers = [[
+        location /work {
+          content_by_lua_block {
+            local t = SEM:acquire_async(5)
+            ngx.sleep(0.005)
+            if math.random() < 0.1 then error("the upstream failed") end
+            t:release()
+            ngx.say("ok")
+          }
+        }
+      ]],
+    })
+    local r = wrk(("http://127.0.0.1:%d/work"):format(port), 16, 3)
+    assert.is_truthy(r.requests, r.out)
+    local ok = r.requests - r.non2xx
+    -- 3 tickets x 5 ms: up to 600 per second; a stalled limiter serves a handful.
+    assert.is_true(ok > 300, "only " .. ok .. " requests served\n" .. r.out)
+    assert.is_true(r.non2xx > 10, "no request failed?\n" .. r.out)
+    assert.are.equal(0, r.socket_errors, r.out)
+    assert.is_true(r.max < 5, r.out)
+    H.eventually(function()
+      return wh.semaphore("limit", 3, { dir = dir .. "/locks" }):info().held == 0
+    end, 5, "every ticket is back")
+  end)
+end)

@@ -152,6 +152,25 @@ for key, start in pairs(core.starts) do
   end
 end
 
+-- ---- OpenResty: holds that end with their request ---------------------------
+
+-- In the phases that run for a request (a timer's callback counts as one), a
+-- hold of an object whose scope is "request" (the default) is given back when
+-- the request ends, however it ends (csrc/lngx.c).
+do
+  local ngx = rawget(_G, "ngx")
+  if type(ngx) == "table" and type(ngx.get_phase) == "function" then
+    local REQUEST_PHASES = {
+      rewrite = true, access = true, content = true, header_filter = true, body_filter = true,
+      log = true, timer = true,
+    }
+    local get_phase, bind = ngx.get_phase, core.ngx_bind
+    core.set_acquire_hook(function(h)
+      if REQUEST_PHASES[get_phase()] then bind(h) end
+    end)
+  end
+end
+
 -- ---- scoped use ---------------------------------------------------------------
 
 local function argerror(argn, fname, msg)

@@ -1,0 +1,105 @@
+/*
+ * Holds that end with their OpenResty request. In nginx with the lua module
+ * the facade installs a hook (core.set_acquire_hook) that runs after every
+ * acquisition of an object whose scope is "request" (the default); in the
+ * phases that have a request it calls core.ngx_bind(h), which registers an
+ * nginx request cleanup releasing h when the request is freed: normally, on
+ * an error, ngx.exit, ngx.exec or a client abort alike, without help from
+ * Lua. The request is the one ngx_lua keeps in the running coroutine's
+ * exdata; the functions come from the nginx process itself (dlsym), so
+ * nothing of this exists, nor costs anything, outside nginx.
+ *
+ * The cleanup record lives in the request's pool and points to the handle;
+ * the handle points back (h->ngx_cln) for as long as both live: releasing
+ * or collecting the handle first disarms the record, the cleanup running
+ * first clears the handle's pointer. nginx runs both in the worker's one
+ * thread.
+ */
+#include <dlfcn.h>
+
+#include "lcore.h"
+
+struct ngx_cleanup { /* ngx_http_cleanup_t */
+    void (*handler)(void *data);
+    void *data;
+    struct ngx_cleanup *next;
+};
+
+static void *(*get_exdata)(lua_State *L);
+static struct ngx_cleanup *(*cleanup_add)(void *r, size_t size);
+static int resolved;
+static int any_hook; /* some lua_State of the process has one: only then look it up */
+#define HOOK_KEY "waithandles.acquire_hook"
+
+static void on_request_end(void *data)
+{
+    struct lhandle *h = data;
+    h->ngx_cln = NULL;
+    wh_handle_release(h);
+}
+
+void wh_ngx_disarm(struct lhandle *h)
+{
+    struct ngx_cleanup *c = h->ngx_cln;
+    if (c != NULL) {
+        c->handler = NULL;
+        h->ngx_cln = NULL;
+    }
+}
+
+/* core.ngx_bind(h) -> true if h is released when the running coroutine's request ends */
+static int l_ngx_bind(lua_State *L)
+{
+    struct lhandle *h = wh_tohandle(L, 1);
+    void *r;
+    struct ngx_cleanup *c;
+    if (h == NULL)
+        return wh_argerror(L, 1, 1, "ngx_bind", WH_T_HANDLE " expected, got %s",
+                           wh_typename(L, 1));
+    if (!resolved) {
+        *(void **)&get_exdata = dlsym(RTLD_DEFAULT, "lua_getexdata");
+        *(void **)&cleanup_add = dlsym(RTLD_DEFAULT, "ngx_http_cleanup_add");
+        resolved = 1;
+    }
+    r = get_exdata != NULL && cleanup_add != NULL ? get_exdata(L) : NULL;
+    if (r == NULL || !wh_handle_held(h) || h->ngx_cln != NULL ||
+        (c = cleanup_add(r, 0)) == NULL) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    c->handler = on_request_end;
+    c->data = h;
+    h->ngx_cln = c;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* core.set_acquire_hook(fn): fn(h) runs after each acquisition of a request-scoped object
+ * (nil: none). */
+static int l_set_acquire_hook(lua_State *L)
+{
+    if (!lua_isnil(L, 1))
+        luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_settop(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, HOOK_KEY);
+    any_hook = 1;
+    return 0;
+}
+
+void wh_acquired(lua_State *L, int scope_worker)
+{
+    if (!any_hook || scope_worker)
+        return;
+    lua_getfield(L, LUA_REGISTRYINDEX, HOOK_KEY);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pushvalue(L, -2);
+    if (lua_pcall(L, 1, 0, 0) != 0)
+        lua_pop(L, 1); /* then the hold lasts until released or collected, as elsewhere */
+}
+
+const luaL_Reg wh_ngx_funcs[] = {{"ngx_bind", l_ngx_bind},
+                                 {"set_acquire_hook", l_set_acquire_hook},
+                                 {NULL, NULL}};
