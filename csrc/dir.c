@@ -293,11 +293,25 @@ int wh_ofd_unlock(int fd, off_t off)
     return fcntl(fd, F_OFD_SETLK, &fl);
 }
 
+int wh_retry_pause(int tries, int64_t *deadline)
+{
+    int64_t now = wh_now();
+    if (*deadline == 0)
+        *deadline = now + WH_OPEN_RETRY_NS;
+    if (now >= *deadline)
+        return 0;
+    /* 0, then up to 1 ms, spread by the clock's low bits: two racers rarely meet again. */
+    if (tries > 0)
+        wh_sleep_ns((now % 1000) * (tries < 10 ? tries : 10) * 100);
+    return 1;
+}
+
 int wh_dir_openat(struct wh_dir *d, const char *name, int mode, int *created, struct wh_err *e)
 {
     struct stat st;
+    int64_t deadline = 0;
     *created = 0;
-    for (int tries = 0; tries < 100; tries++) {
+    for (int tries = 0; wh_retry_pause(tries, &deadline); tries++) {
         int fd;
         /* Refuse links and special files before opening: opening a device can have effects. */
         if (fstatat(d->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(st.st_mode))
@@ -329,8 +343,9 @@ int wh_dir_openat(struct wh_dir *d, const char *name, int mode, int *created, st
         }
         return fd;
     }
-    return wh_fail(e, WH_EOS, EAGAIN, "cannot open %s/%s: it keeps appearing and disappearing",
-                   d->path, name);
+    return wh_fail(e, WH_EOS, EAGAIN,
+                   "cannot open %s/%s: it kept appearing and disappearing for %d s", d->path, name,
+                   (int)(WH_OPEN_RETRY_NS / 1000000000));
 not_regular:
     return wh_fail(e, WH_EUNSAFE, 0,
                    "%s/%s is not a regular file (a symbolic link or special file was put there); "

@@ -18,12 +18,54 @@
 #include "dir.h"
 #include "policy.h"
 
-static struct wh_obj *objs; /* guarded by wh_mu */
+/* The open objects of the process, hashed by (dev, ino); guarded by wh_mu. The table doubles
+ * when it holds twice as many objects as buckets, so opening is O(1) expected. */
+static struct wh_obj **buckets;
+static size_t nbuckets, nobjs;
+
+static size_t bucket_of(dev_t dev, ino_t ino, size_t n)
+{
+    uint64_t h = ((uint64_t)ino * UINT64_C(0x9E3779B97F4A7C15)) ^ (uint64_t)dev;
+    return (size_t)(h ^ (h >> 29)) & (n - 1);
+}
+
+/* Adds o (wh_mu held); 0, or -1 if memory runs out. */
+static int table_add(struct wh_obj *o)
+{
+    if (nobjs >= 2 * nbuckets) {
+        size_t n = nbuckets ? 2 * nbuckets : 64;
+        struct wh_obj **b = calloc(n, sizeof *b);
+        if (b == NULL && nbuckets == 0)
+            return -1;
+        if (b != NULL) { /* else: keep the smaller table, a little slower */
+            for (size_t i = 0; i < nbuckets; i++)
+                while (buckets[i] != NULL) {
+                    struct wh_obj *x = buckets[i];
+                    size_t k = bucket_of(x->dev, x->ino, n);
+                    buckets[i] = x->next;
+                    x->next = b[k];
+                    b[k] = x;
+                }
+            free(buckets);
+            buckets = b;
+            nbuckets = n;
+        }
+    }
+    {
+        size_t k = bucket_of(o->dev, o->ino, nbuckets);
+        o->next = buckets[k];
+        buckets[k] = o;
+        nobjs++;
+    }
+    return 0;
+}
 
 /* An open object for (dev, ino) with a new reference, or NULL. wh_mu held. */
 static struct wh_obj *find_live(dev_t dev, ino_t ino)
 {
-    for (struct wh_obj *o = objs; o != NULL; o = o->next) {
+    if (nbuckets == 0)
+        return NULL;
+    for (struct wh_obj *o = buckets[bucket_of(dev, ino, nbuckets)]; o != NULL; o = o->next) {
         int n = atomic_load(&o->refs);
         if (o->dev != dev || o->ino != ino)
             continue;
@@ -152,6 +194,7 @@ struct wh_obj *wh_obj_open(struct wh_dir *d, const char *name, uint32_t kind, ui
     struct wh_obj *o;
     struct stat st;
     int fd = -1, created;
+    int64_t deadline = 0;
 
     fresh_header(&fresh, kind, max_count);
     k.fresh_size = (size_t)fresh.file_size;
@@ -174,11 +217,14 @@ struct wh_obj *wh_obj_open(struct wh_dir *d, const char *name, uint32_t kind, ui
         }
         if (st.st_nlink > 0)
             break;
-        /* Removed between our open and our lock: open the name again. */
+        /* Removed between our open and our lock: open the name again, after a pause that
+         * lets a remover that keeps removing it (it can only while nobody holds it open)
+         * lose the race sooner or later. */
         close(fd);
         fd = -1;
-        if (tries == 100) {
-            wh_fail(e, WH_EOS, EAGAIN, "cannot open %s: it keeps being removed", label);
+        if (!wh_retry_pause(tries, &deadline)) {
+            wh_fail(e, WH_EOS, EAGAIN, "cannot open %s: something kept removing it for %d s",
+                    label, (int)(WH_OPEN_RETRY_NS / 1000000000));
             return NULL;
         }
     }
@@ -236,8 +282,12 @@ struct wh_obj *wh_obj_open(struct wh_dir *d, const char *name, uint32_t kind, ui
             free(o);
             return other;
         }
-        o->next = objs;
-        objs = o;
+        if (table_add(o) != 0) {
+            pthread_mutex_unlock(&wh_mu);
+            wh_fail(e, WH_EOS, ENOMEM, "out of memory opening %s", label);
+            munmap(o->base, o->size);
+            goto fail_free;
+        }
     }
     pthread_mutex_unlock(&wh_mu);
     return o;
@@ -261,9 +311,10 @@ void wh_obj_unref(struct wh_obj *o)
     if (atomic_fetch_sub_explicit(&o->refs, 1, memory_order_acq_rel) != 1)
         return;
     pthread_mutex_lock(&wh_mu);
-    for (pp = &objs; *pp != o; pp = &(*pp)->next)
+    for (pp = &buckets[bucket_of(o->dev, o->ino, nbuckets)]; *pp != o; pp = &(*pp)->next)
         ;
     *pp = o->next;
+    nobjs--;
     pthread_mutex_unlock(&wh_mu);
     munmap(o->base, o->size);
     close(o->fd);

@@ -55,5 +55,8 @@
 /* Files: the initialisation lock and the "in use" byte (a remover holds it for a moment). */
 #define WH_INIT_WAIT_MS 5000
 #define WH_INUSE_WAIT_MS 2000
+/* Opening a name that something keeps removing (or creating and removing) is retried, with
+ * short pauses, for this long. */
+#define WH_OPEN_RETRY_NS (10LL * 1000 * WH_MS)
 
 #endif

@@ -68,6 +68,9 @@ typedef int (*wh_alive_fn)(void *ctx, uint64_t ident);
 struct wh_dir *wh_dir_open(const char *path, int dir_mode, int file_mode, struct wh_err *e);
 int wh_dir_fd(const struct wh_dir *d);
 const char *wh_dir_path(const struct wh_dir *d);
+/* Before attempt `tries` (0, 1, ...) of something another process keeps undoing: pauses a
+ * little (not before the first); 0 once WH_OPEN_RETRY_NS have passed since the first. */
+int wh_retry_pause(int tries, int64_t *deadline);
 /* Opens or creates a file in d: creates with O_EXCL and fchmod(mode); never follows links. */
 int wh_dir_openat(struct wh_dir *d, const char *name, int mode, int *created, struct wh_err *e);
 /* Takes or drops the OFD lock on one byte; returns 0, or -1 with errno. */

@@ -70,6 +70,7 @@ if [ $ci = 1 ]; then
     for v in 5.1 5.2 5.3 luajit; do
         specs $v
     done
+    step "one core.so for the 5.1 ABI: PUC 5.1 and LuaJIT, installed in either order" scripts/check-abi51.sh
     check "clang -Wall -Wextra -Werror build" $MAKE -s --no-print-directory CC=clang BUILD=build/clang all build/clang/whtest.so build/clang/whfloor.so \
         build/clang/whbench.so build/clang/whcpair
     step "C tests under ASan+UBSan (clang)" $MAKE -s --no-print-directory CC=clang SANFLAGS="$SAN_EXE" test-c
