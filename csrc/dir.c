@@ -212,7 +212,7 @@ fail:
     return -1;
 }
 
-struct wh_dir *wh_dir_open(const char *path, int dir_mode, int file_mode, struct wh_err *e)
+struct wh_dir *wh_dir_open(const char *path, int dir_mode, struct wh_err *e)
 {
     struct stat st;
     struct wh_dir *d;
@@ -246,7 +246,10 @@ struct wh_dir *wh_dir_open(const char *path, int dir_mode, int file_mode, struct
             d->ino = st.st_ino;
             d->fd = fd;
             fd = -1;
-            d->file_mode = file_mode;
+            /* Registry files: read and write for every class that can enter the directory,
+             * since using any object there takes a slot; never an object's mode. */
+            d->file_mode = 0600 | ((st.st_mode & S_IXGRP) ? 060 : 0) |
+                           ((st.st_mode & S_IXOTH) ? 06 : 0);
             for (unsigned i = 0; i < WH_SHARDS; i++)
                 d->shard[i].fd = -1;
             d->next = wh_dirs;

@@ -16,6 +16,8 @@ extern struct wh_dir *wh_dirs;
 struct wh_shard {
     int fd;
     struct wh_reg_header *map;
+    dev_t dev; /* the file mapped: it is the registry only while it is linked at its path */
+    ino_t ino;
 };
 
 struct wh_dir {
@@ -24,10 +26,13 @@ struct wh_dir {
     ino_t ino;
     int fd;
     char *path;
-    int file_mode; /* mode of registry files this process creates */
+    int file_mode; /* mode of registry files this process creates (from the directory's) */
     pid_t pid;     /* process that claimed `me`; a child that skipped fork handlers differs */
     struct wh_shard shard[WH_SHARDS];
     _Atomic uint64_t me;
+    _Atomic int64_t next_check; /* coarse clock: when to check again that me's shard is linked */
+    uint64_t past[8];           /* this process's earlier identities here (shards replaced) */
+    unsigned npast;
 };
 
 struct wh_filekind {

@@ -10,6 +10,7 @@
  * Lua can yield in every Lua version).
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "lcore.h"
@@ -127,6 +128,35 @@ static struct lhandle *check_upgrade(lua_State *L, int idx, struct lwaiter *w)
     return h;
 }
 
+/* ---- files removed or replaced by others ---- */
+
+/* The object at its path is the object: after something removed or replaced u's file, u goes
+ * on with the file now at the path (made again if there is none). Raises on failure. */
+static void reopen(lua_State *L, struct lobj *u)
+{
+    struct wh_obj *old = u->o, *n;
+    struct wh_err e;
+    if (!atomic_load(&old->replaced))
+        return;
+    n = wh_obj_open(old->dir, old->name, u->kind, old->v.max_count, u->file_mode, &e);
+    if (n == NULL)
+        wh_raise(L, &e, old->name);
+    u->o = n;
+    wh_obj_unref(old);
+}
+
+/* wh_attempt without a waiter on u's object, following it to a new file if need be. */
+static int attempt_obj(lua_State *L, struct lobj *u, uint32_t mode, uint64_t *held,
+                       struct wh_err *e)
+{
+    for (int tries = 0;; tries++) {
+        int r = wh_attempt(u->o, mode, u->ac_ns, NULL, 0, held, e);
+        if (r >= 0 || e->code != WH_EREPLACED || tries == 3)
+            return r;
+        reopen(L, u);
+    }
+}
+
 /* ---- waiters ---- */
 
 static struct lwaiter *to_waiter(lua_State *L, int idx)
@@ -220,6 +250,20 @@ static int waiter_attempt(lua_State *L, struct lwaiter *w, int uv, int64_t guard
         r = wh_wait(w->o, w->mode, w->ac_ns, &w->w, guard_deadline, &held, &e);
     else
         r = wh_attempt(w->o, w->mode, w->ac_ns, &w->w, 0, &held, &e);
+    if (r < 0 && e.code == WH_EREPLACED && h == NULL) {
+        /* Wait on the file now at the path, with a new mark there. */
+        struct lobj *u;
+        withdraw(w);
+        lua_rawgeti(L, uv, W_SUBJECT);
+        u = lua_touserdata(L, -1);
+        lua_pop(L, 1);
+        reopen(L, u);
+        wh_obj_ref(u->o);
+        wh_obj_unref(w->o);
+        w->o = u->o;
+        w->w.idx = -1;
+        return 0;
+    }
     if (r < 0) {
         withdraw(w);
         wh_raise(L, &e, w->o->name);
@@ -342,7 +386,12 @@ static int start(lua_State *L, const struct wh_sig *sig, int level, struct lwait
         handle = lua_gettop(L);
     }
     check_cancel(L, a.cancel, NULL, o);
-    r = wh_attempt(o, sig->mode, ac, NULL, 0, &held, &e);
+    if (up != NULL) {
+        r = wh_attempt(o, sig->mode, ac, NULL, 0, &held, &e);
+    } else {
+        r = attempt_obj(L, a.self, sig->mode, &held, &e);
+        o = ((struct lobj *)a.self)->o; /* perhaps the file now at the path */
+    }
     if (r < 0)
         return wh_raise(L, &e, o->name);
     if (r == 1) {
@@ -375,7 +424,7 @@ static int blocking(lua_State *L, const struct wh_sig *sig)
             struct lhandle *h = wh_new_handle(L, u, sig->mode);
             struct wh_err e;
             uint64_t held = 0;
-            r = wh_attempt(u->o, sig->mode, u->ac_ns, NULL, 0, &held, &e);
+            r = attempt_obj(L, u, sig->mode, &held, &e);
             if (r == 1) {
                 wh_handle_hold(h, u->o, held);
                 wh_acquired(L, u->scope_worker);

@@ -73,7 +73,7 @@ static int remove_object(lua_State *L, const struct wh_sig *sig)
         return wh_raise_code(L, WH_EINVALID_NAME, ename, "'%s' is not a valid exact name",
                              ename);
     }
-    d = wh_dir_open(s.dir, -1, s.mode, &e);
+    d = wh_dir_open(s.dir, -1, &e);
     if (d == NULL) {
         if (e.code == WH_EOS && e.errnum == ENOENT)
             return lua_pushboolean(L, 0), 1;

@@ -35,6 +35,7 @@ struct lobj { /* userdata of the three object types */
     int64_t ac_ns;    /* abandonment_check */
     uint32_t kind;
     int scope_worker; /* option scope = "worker": holds outlive their OpenResty request */
+    int file_mode;    /* option mode: for a file made again after something removed it */
     int mtref[WH_MODE_UPGRADEABLE + 1];          /* registry refs of its handle metatables */
     const void *cookie[WH_MODE_UPGRADEABLE + 1]; /* their addresses; [0]: its own metatable's */
 };

@@ -64,9 +64,25 @@ void wh_handle_hold(struct lhandle *h, struct wh_obj *o, uint64_t ident)
     h->flags |= H_HELD;
 }
 
+/* Held: not released, ours (not a copy made by fork), and not lost as far as the checks of the
+ * last few milliseconds tell (wh_handle_lost looks now). */
 int wh_handle_held(const struct lhandle *h)
 {
-    return (h->flags & H_HELD) && h->o != NULL && wh_dir_current(h->o->dir) == h->ident;
+    return (h->flags & H_HELD) && h->o != NULL && wh_dir_current_checked(h->o->dir) == h->ident &&
+           !wh_obj_replaced(h->o, 0);
+}
+
+/* Lost: not released, ours, but no longer guaranteed: its file was removed or replaced, or the
+ * registry file of the identity it was taken under was, or the state no longer records it. */
+static int handle_lost(struct lhandle *h)
+{
+    int ours;
+    if (!(h->flags & H_HELD) || h->o == NULL)
+        return 0;
+    ours = wh_dir_ours(h->o->dir, h->ident, 1);
+    if (ours == 0)
+        return 0; /* a copy made by fork: the parent's hold */
+    return ours == 1 || wh_obj_replaced(h->o, 1) || !wh_st_holds(&h->o->v, h->mode, h->ident);
 }
 
 int wh_handle_release(struct lhandle *h)
@@ -134,6 +150,12 @@ static struct lhandle *own_handle(lua_State *L, const char *fname)
 static int handle_m_release(lua_State *L)
 {
     lua_pushboolean(L, wh_handle_release(own_handle(L, "release")));
+    return 1;
+}
+
+static int handle_m_is_lost(lua_State *L)
+{
+    lua_pushboolean(L, handle_lost(own_handle(L, "is_lost")));
     return 1;
 }
 
@@ -206,6 +228,7 @@ void wh_new_handle_mt(lua_State *L, const struct wh_settings *s, const char *hki
     lua_setfield(L, fields, "name");
     set_cfield(L, fields, "release", handle_m_release, mt);
     set_cfield(L, fields, "is_held", handle_m_is_held, mt);
+    set_cfield(L, fields, "is_lost", handle_m_is_lost, mt);
     if (upgradeable) {
         /* The upgrade methods: C ones and the facade's async ones. */
         lua_getfield(L, LUA_REGISTRYINDEX, WH_T_UPGRADE "#methods");
@@ -270,6 +293,13 @@ static int each_part(lua_State *L, int (*f)(struct lhandle *))
 }
 
 static int held_of(struct lhandle *h) { return wh_handle_held(h); }
+
+static int composite_is_lost(lua_State *L)
+{
+    check_composite(L, "is_lost");
+    lua_pushboolean(L, each_part(L, handle_lost) > 0);
+    return 1;
+}
 
 static int composite_release(lua_State *L)
 {
@@ -378,7 +408,8 @@ static const luaL_Reg composite_meta[] = {
     {"__gc", composite_gc}, {"__close", composite_gc}, {"__tostring", composite_tostring},
     {NULL, NULL}};
 static const luaL_Reg composite_methods[] = {
-    {"release", composite_release}, {"is_held", composite_is_held}, {NULL, NULL}};
+    {"release", composite_release}, {"is_held", composite_is_held},
+    {"is_lost", composite_is_lost}, {NULL, NULL}};
 
 void wh_open_handles(lua_State *L)
 {

@@ -40,7 +40,7 @@ int wh_l_slot_fd(lua_State *L)
 static struct wh_dir *existing_dir(lua_State *L, const char *path, const char *name)
 {
     struct wh_err e;
-    struct wh_dir *d = wh_dir_open(path, -1, 0666, &e);
+    struct wh_dir *d = wh_dir_open(path, -1, &e);
     if (d == NULL && !(e.code == WH_EOS && e.errnum == ENOENT))
         wh_raise(L, &e, name);
     return d;

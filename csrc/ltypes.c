@@ -175,6 +175,7 @@ int wh_new_object(lua_State *L, uint32_t kind, int provider, int name, uint32_t 
     u->kind = kind;
     u->ac_ns = s.ac_ns;
     u->scope_worker = s.scope_worker;
+    u->file_mode = s.mode;
     obj = lua_gettop(L);
     new_object_mt(L, obj, kind, ename, s.dir, max_count);
     u->cookie[0] = lua_topointer(L, -1);
@@ -192,9 +193,11 @@ int wh_new_object(lua_State *L, uint32_t kind, int provider, int name, uint32_t 
         u->mtref[m] = luaL_ref(L, LUA_REGISTRYINDEX);
     }
     wh_setuv(L, obj);
-    d = wh_dir_open(s.dir, s.dir_mode, s.mode, &e);
-    if (d == NULL || (u->o = wh_obj_open(d, ename, kind, max_count, s.mode, &e)) == NULL)
+    d = wh_dir_open(s.dir, s.dir_mode, &e);
+    if (d == NULL || (u->o = wh_obj_open(d, ename, kind, max_count, s.mode, &e)) == NULL) {
+        wh_err_about(&e, obj_kind[kind], ename);
         return wh_raise(L, &e, ename);
+    }
     lua_settop(L, obj);
     return 1;
 }

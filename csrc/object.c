@@ -300,6 +300,27 @@ fail:
     return NULL;
 }
 
+int wh_obj_replaced(struct wh_obj *o, int exact)
+{
+    struct stat st;
+    if (atomic_load_explicit(&o->replaced, memory_order_relaxed))
+        return 1;
+    if (!exact) {
+        int64_t now = wh_now_coarse();
+        if (now < atomic_load_explicit(&o->next_check, memory_order_relaxed))
+            return 0;
+        atomic_store_explicit(&o->next_check, now + WH_LINK_CHECK_NS, memory_order_relaxed);
+    }
+    if (fstatat(wh_dir_fd(o->dir), o->name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        if (st.st_dev == o->dev && st.st_ino == o->ino)
+            return 0;
+    } else if (errno != ENOENT) {
+        return 0; /* in doubt (EINTR, ENOMEM, ...): as it was */
+    }
+    atomic_store(&o->replaced, 1);
+    return 1;
+}
+
 /* Caller holds a reference already: no lock needed. */
 void wh_obj_ref(struct wh_obj *o) { atomic_fetch_add_explicit(&o->refs, 1, memory_order_relaxed); }
 

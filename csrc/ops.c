@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "policy.h"
 #include "wh.h"
@@ -77,8 +76,18 @@ int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter 
     uint32_t seen = w != NULL ? w->seq : 0;
     uint64_t me = wh_dir_me(o->dir, e);
 
-    if (me == 0)
+    if (me == 0) {
+        wh_err_about(e, wh_kind_name(o->v.kind), o->name);
         return -1;
+    }
+    /* Never a hold on a file that is no longer the object: the caller opens the path again. A
+     * waiter looks every time; the uncontended path every few milliseconds. */
+    if (wh_obj_replaced(o, w != NULL))
+        return wh_fail(e, WH_EREPLACED, ENOENT,
+                       "the file of %s '%s' in %s was removed or replaced by something other "
+                       "than waithandles (a tmp cleaner, or systemd-logind RemoveIPC?): use a "
+                       "lock directory that cleaners leave alone",
+                       wh_kind_name(o->v.kind), o->name, wh_dir_path(o->dir));
     ctx_init(&c, o, me);
     if (enter(o, &c, guard_deadline, &wake) == WH_GUARD_BUSY) {
         if (w != NULL)
@@ -151,27 +160,23 @@ int wh_wait(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
         slice = deadline - now < w->interval ? deadline - now : w->interval;
         if (w->idx < 0 && slice > WH_UNREGISTERED_SLICE_NS)
             slice = WH_UNREGISTERED_SLICE_NS;
-        if (wh_futex_wait(&o->v.h->seq, w->seq, slice) == ETIMEDOUT) {
-            struct stat st;
-            /* A slow path: say so if a cleaner unlinked the file under us. */
-            if (fstat(o->fd, &st) == 0 && st.st_nlink == 0)
-                return wh_fail(e, WH_EOS, ENOENT,
-                               "the file of %s '%s' in %s was deleted by something other than "
-                               "waithandles (systemd-logind RemoveIPC or a tmp cleaner?); other "
-                               "processes may now use a different file: use a lock directory "
-                               "that cleaners leave alone",
-                               wh_kind_name(o->v.kind), o->name, wh_dir_path(o->dir));
-        }
+        wh_futex_wait(&o->v.h->seq, w->seq, slice);
     }
 }
 
 int wh_release(struct wh_obj *o, uint32_t mode, uint64_t ident)
 {
     struct wh_ctx c;
+    struct wh_err ignored;
     int wake = 0;
     uint64_t me = wh_dir_current(o->dir);
-    if (me == 0 || me != ident)
-        return 0; /* a copy inherited across fork: the hold is the parent's */
+    if (me == 0 || me != ident) {
+        /* A copy inherited across fork: the hold is the parent's. Or a hold taken under an
+         * identity the process had before its registry file was replaced: lost, but what is
+         * left of it is ours to clear. */
+        if (wh_dir_ours(o->dir, ident, 0) != 1 || (me = wh_dir_me(o->dir, &ignored)) == 0)
+            return 0;
+    }
     ctx_init(&c, o, me);
     /* Deadline 0: at most WH_GUARD_GRACE_NS, even if the guard's owner is stopped. */
     if (enter(o, &c, 0, &wake) == WH_GUARD_BUSY) {

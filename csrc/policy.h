@@ -52,6 +52,11 @@
 #define WH_POLL_MAX_NS (50 * WH_MS)
 #define WH_POLL_QUIET_DIV 8
 
+/* Files others may unlink or replace (a tmp cleaner, logind RemoveIPC): the uncontended path
+ * checks at most this often that an object's file and the registry file of the process's slot
+ * are still linked at their paths; every slow path checks. */
+#define WH_LINK_CHECK_NS (4 * WH_MS)
+
 /* Files: the initialisation lock and the "in use" byte (a remover holds it for a moment). */
 #define WH_INIT_WAIT_MS 5000
 #define WH_INUSE_WAIT_MS 2000

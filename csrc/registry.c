@@ -14,10 +14,12 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "dir.h"
+#include "policy.h"
 
 static size_t reg_size_of(const void *p)
 {
@@ -88,25 +90,59 @@ static int shard_open(struct wh_dir *d, unsigned s, int create, struct wh_err *e
     }
     d->shard[s].fd = fd;
     d->shard[s].map = map;
+    d->shard[s].dev = st.st_dev;
+    d->shard[s].ino = st.st_ino;
     return 0;
 fail:
     close(fd);
     return -1;
 }
 
+static void unmap_shard(struct wh_dir *d, unsigned s)
+{
+    if (d->shard[s].map != NULL)
+        munmap(d->shard[s].map, WH_REG_FILE_SIZE);
+    if (d->shard[s].fd >= 0)
+        close(d->shard[s].fd);
+    d->shard[s].map = NULL;
+    d->shard[s].fd = -1;
+}
+
 static void forget_locked(struct wh_dir *d)
 {
-    for (unsigned s = 0; s < WH_SHARDS; s++) {
-        /* Closing our copy of the descriptor leaves the parent's slot lock in place. */
-        if (d->shard[s].map != NULL)
-            munmap(d->shard[s].map, WH_REG_FILE_SIZE);
-        if (d->shard[s].fd >= 0)
-            close(d->shard[s].fd);
-        d->shard[s].map = NULL;
-        d->shard[s].fd = -1;
-    }
+    /* Closing our copy of the descriptor leaves the parent's slot lock in place. */
+    for (unsigned s = 0; s < WH_SHARDS; s++)
+        unmap_shard(d, s);
     atomic_store(&d->me, 0);
     d->pid = 0;
+    d->npast = 0;
+}
+
+/*
+ * Whether the shard s we map is still the file linked at its path (wh_mu held). If something
+ * else unlinked or replaced it, our mapping is dropped (the next look maps the file now there)
+ * and, if our slot was in it, so is our identity: nobody can see it any more, so its holds are
+ * lost, and the next wh_dir_me claims a slot in the registry now at the path.
+ */
+static int shard_current(struct wh_dir *d, unsigned s)
+{
+    char name[32];
+    struct stat st;
+    uint64_t me = atomic_load(&d->me);
+    if (d->shard[s].map == NULL)
+        return 1;
+    snprintf(name, sizeof name, WH_REG_PREFIX "%02u", s);
+    if (fstatat(d->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_dev == d->shard[s].dev &&
+        st.st_ino == d->shard[s].ino)
+        return 1;
+    if (errno == EINTR || errno == ENOMEM)
+        return 1; /* in doubt, as if it were */
+    if (me != 0 && WH_IDENT_SLOT(me) / WH_SHARD_SLOTS == s) {
+        d->past[d->npast++ % 8] = me;
+        atomic_store(&d->me, 0);
+    }
+    unmap_shard(d, s);
+    return 0;
 }
 
 void wh_registry_forget(struct wh_dir *d)
@@ -116,19 +152,38 @@ void wh_registry_forget(struct wh_dir *d)
     pthread_mutex_unlock(&wh_mu);
 }
 
+/* A random first generation for a slot of a new registry file: identities of two incarnations
+ * of the registry (one unlinked by a cleaner, one created after it) do not meet (2^-47). */
+static uint64_t first_gen(void)
+{
+    uint64_t g = 0;
+    if (getrandom(&g, sizeof g, GRND_NONBLOCK) != sizeof g)
+        g = (uint64_t)wh_now() * UINT64_C(0x9E3779B97F4A7C15) ^ (uint64_t)getpid();
+    g &= WH_GEN_MAX;
+    return g != 0 ? g : 1;
+}
+
 static uint64_t claim_locked(struct wh_dir *d, struct wh_err *e)
 {
     pid_t pid = getpid();
     uint64_t me = atomic_load(&d->me);
+    struct wh_err first = {0, 0, ""};
     if (me != 0 && d->pid == pid)
         return me;
-    if (me != 0)
+    if (me != 0 || d->pid != pid)
         forget_locked(d); /* a child created without our fork handlers (clone, vfork) */
     for (unsigned s = 0; s < WH_SHARDS; s++) {
         struct wh_reg_header *h;
         uint32_t hint;
-        if (shard_open(d, s, 1, e) != 0)
-            return 0;
+        if (shard_open(d, s, 1, e) != 0) {
+            /* One we may not open (another user's, with a narrower mode): try the next, and
+             * remember why. Anything else wrong with a registry file is said at once. */
+            if (e->code != WH_EOS || (e->errnum != EACCES && e->errnum != EPERM))
+                return 0;
+            if (first.code == 0)
+                first = *e;
+            continue;
+        }
         h = d->shard[s].map;
         hint = atomic_load(&h->hint) % WH_SHARD_SLOTS;
         for (unsigned k = 0; k < WH_SHARD_SLOTS; k++) {
@@ -144,8 +199,9 @@ static uint64_t claim_locked(struct wh_dir *d, struct wh_err *e)
             }
             /* The lock first, then the new generation: whoever sees the new generation also
              * finds the slot locked. (Generations wrap after 2^47 claims of one slot.) */
-            gen = atomic_load(&slot->gen) + 1;
-            if (gen == 0 || gen > WH_GEN_MAX)
+            gen = atomic_load(&slot->gen);
+            gen = gen == 0 ? first_gen() : gen + 1;
+            if (gen > WH_GEN_MAX)
                 gen = 1;
             atomic_store(&slot->pid, (uint32_t)pid);
             atomic_store(&slot->gen, gen);
@@ -153,8 +209,16 @@ static uint64_t claim_locked(struct wh_dir *d, struct wh_err *e)
             d->pid = pid;
             me = WH_IDENT(s * WH_SHARD_SLOTS + i, gen);
             atomic_store(&d->me, me);
+            atomic_store(&d->next_check, wh_now_coarse() + WH_LINK_CHECK_NS);
             return me;
         }
+    }
+    if (first.code != 0) {
+        wh_fail(e, first.code, first.errnum,
+                "no usable process slot in lock directory %s: %s (registry files other users "
+                "created with a narrower mode can be removed while no process uses them)",
+                d->path, first.msg);
+        return 0;
     }
     wh_fail(e, WH_EOS, EAGAIN,
             "no free process slot in the registry of lock directory %s: all %u are held by live "
@@ -166,12 +230,51 @@ static uint64_t claim_locked(struct wh_dir *d, struct wh_err *e)
 uint64_t wh_dir_me(struct wh_dir *d, struct wh_err *e)
 {
     uint64_t me = atomic_load_explicit(&d->me, memory_order_acquire);
-    if (me != 0)
+    if (me != 0 && wh_now_coarse() < atomic_load_explicit(&d->next_check, memory_order_relaxed))
         return me;
     pthread_mutex_lock(&wh_mu);
+    me = atomic_load(&d->me);
+    if (me != 0) {
+        atomic_store(&d->next_check, wh_now_coarse() + WH_LINK_CHECK_NS);
+        shard_current(d, WH_IDENT_SLOT(me) / WH_SHARD_SLOTS);
+    }
     me = claim_locked(d, e);
     pthread_mutex_unlock(&wh_mu);
     return me;
+}
+
+uint64_t wh_dir_current_checked(struct wh_dir *d)
+{
+    uint64_t me = atomic_load_explicit(&d->me, memory_order_acquire);
+    if (me != 0 && wh_now_coarse() >= atomic_load_explicit(&d->next_check, memory_order_relaxed)) {
+        pthread_mutex_lock(&wh_mu);
+        atomic_store(&d->next_check, wh_now_coarse() + WH_LINK_CHECK_NS);
+        if (atomic_load(&d->me) != 0)
+            shard_current(d, WH_IDENT_SLOT(atomic_load(&d->me)) / WH_SHARD_SLOTS);
+        me = atomic_load(&d->me);
+        pthread_mutex_unlock(&wh_mu);
+    }
+    return me;
+}
+
+int wh_dir_ours(struct wh_dir *d, uint64_t id, int exact)
+{
+    int r = 0;
+    uint64_t me;
+    if (id == 0)
+        return 0;
+    pthread_mutex_lock(&wh_mu);
+    me = atomic_load(&d->me);
+    if (me != 0 && d->pid == getpid() && exact)
+        shard_current(d, WH_IDENT_SLOT(me) / WH_SHARD_SLOTS);
+    me = atomic_load(&d->me);
+    if (me == id && d->pid == getpid())
+        r = 2;
+    for (unsigned i = 0; r == 0 && i < d->npast && i < 8; i++)
+        if (d->past[i] == id)
+            r = 1;
+    pthread_mutex_unlock(&wh_mu);
+    return r;
 }
 
 uint64_t wh_dir_current(struct wh_dir *d) { return atomic_load_explicit(&d->me, memory_order_acquire); }
@@ -190,37 +293,26 @@ int wh_dir_slot_fd(struct wh_dir *d)
     return fd;
 }
 
-int wh_dir_alive(void *ctx, uint64_t id)
+/* The verdict on id against the shard we map now (wh_mu held): 1 alive, 0 dead, -1 our own
+ * slot with another identity (dead, if our shard is current). */
+static int judge(struct wh_dir *d, uint64_t id)
 {
-    struct wh_dir *d = ctx;
-    uint32_t slot = WH_IDENT_SLOT(id), s, i;
-    uint64_t gen = WH_IDENT_GEN(id), me;
+    uint32_t slot = WH_IDENT_SLOT(id), s = slot / WH_SHARD_SLOTS, i = slot % WH_SHARD_SLOTS;
+    uint64_t gen = WH_IDENT_GEN(id), me = atomic_load(&d->me);
     struct wh_reg_slot *rs;
+    struct wh_err ignored;
     struct flock fl;
-    int r = 1; /* when in doubt, alive */
+    int o;
 
-    if (id == 0 || gen == 0 || slot >= WH_MAX_SLOTS || (id & WH_GUARD_SLEEPERS))
-        return 0;
-    me = atomic_load(&d->me);
     /* The kernel never reports our own locks to us: compare generations instead. */
     if (me != 0 && WH_IDENT_SLOT(me) == slot)
-        return id == me;
-    s = slot / WH_SHARD_SLOTS;
-    i = slot % WH_SHARD_SLOTS;
-    pthread_mutex_lock(&wh_mu);
-    {
-        struct wh_err ignored;
-        int o = shard_open(d, s, 0, &ignored);
-        if (o != 0) {
-            r = o == 1 ? 0 : 1; /* no shard file: nobody ever held that slot */
-            goto out;
-        }
-    }
+        return id == me ? 1 : -1;
+    o = shard_open(d, s, 0, &ignored);
+    if (o != 0)
+        return o == 1 ? 0 : 1; /* no shard file: nobody holds a slot of it; in doubt: alive */
     rs = &wh_shard_slots(d->shard[s].map)[i];
-    if (atomic_load(&rs->gen) != gen) {
-        r = 0;
-        goto out;
-    }
+    if (atomic_load(&rs->gen) != gen)
+        return 0;
     /* F_RDLCK: only a write lock, which a read-only opener cannot take, proves life. */
     memset(&fl, 0, sizeof fl);
     fl.l_type = F_RDLCK;
@@ -228,14 +320,38 @@ int wh_dir_alive(void *ctx, uint64_t id)
     fl.l_start = WH_LK_SLOT0 + i;
     fl.l_len = 1;
     if (fcntl(d->shard[s].fd, F_OFD_GETLK, &fl) != 0)
-        goto out;
-    if (fl.l_type == F_UNLCK) {
-        r = 0;
-        goto out;
-    }
+        return 1;
+    if (fl.l_type == F_UNLCK)
+        return 0;
     /* Locked: by our identity, unless a new owner took the slot and is about to bump it. */
-    r = atomic_load(&rs->gen) == gen;
-out:
+    return atomic_load(&rs->gen) == gen;
+}
+
+/*
+ * Is identity id alive? A "dead" verdict stands only if it was reached in the registry file
+ * now linked at the path: judged in a file a cleaner unlinked, an identity of the registry
+ * created after it would look dead (or, with our own slot number, like an earlier generation
+ * of ours). So a "dead" is checked against the path, and judged again in the file there.
+ */
+int wh_dir_alive(void *ctx, uint64_t id)
+{
+    struct wh_dir *d = ctx;
+    uint32_t slot = WH_IDENT_SLOT(id);
+    int r = 1; /* when in doubt, alive */
+
+    if (id == 0 || WH_IDENT_GEN(id) == 0 || slot >= WH_MAX_SLOTS || (id & WH_GUARD_SLEEPERS))
+        return 0;
+    pthread_mutex_lock(&wh_mu);
+    for (int round = 0; round < 3; round++) {
+        uint64_t me = atomic_load(&d->me);
+        int v = judge(d, id);
+        unsigned s = v < 0 ? WH_IDENT_SLOT(me) / WH_SHARD_SLOTS : slot / WH_SHARD_SLOTS;
+        if (v > 0 || shard_current(d, s)) {
+            r = v > 0;
+            break;
+        }
+        /* That file was replaced; shard_current dropped it (and our identity, if it held it). */
+    }
     pthread_mutex_unlock(&wh_mu);
     return r;
 }

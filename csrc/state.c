@@ -348,6 +348,26 @@ int wh_st_release(const struct wh_view *v, uint32_t mode, uint64_t ident)
     return 0;
 }
 
+int wh_st_holds(const struct wh_view *v, uint32_t mode, uint64_t ident)
+{
+    const struct wh_obj_header *h = v->h;
+    uint32_t slot = WH_IDENT_SLOT(ident);
+    switch (mode) {
+    case WH_MODE_LOCK:
+        if (!has_slots(v))
+            return LD(&h->owner) == ident;
+        __attribute__((fallthrough)); /* a semaphore ticket */
+    case WH_MODE_READ:
+        return slot < v->nslots && LD(&v->slots[slot].ident) == ident &&
+               LD(&v->slots[slot].count) != 0;
+    case WH_MODE_WRITE:
+        return LD(&h->owner) == ident;
+    case WH_MODE_UPGRADEABLE:
+        return LD(&h->upgradeable) == ident;
+    }
+    return 0;
+}
+
 /* ---- reclamation and repair ---- */
 
 struct alive_cache {

@@ -26,7 +26,8 @@ enum wh_code {
     WH_EMISMATCH,
     WH_ECORRUPT,
     WH_EUNSAFE,
-    WH_EOS
+    WH_EOS,
+    WH_EREPLACED /* internal: the object's file is no longer the one at its path (code "os") */
 };
 
 struct wh_err {
@@ -36,6 +37,8 @@ struct wh_err {
 };
 
 const char *wh_code_name(int code);
+/* Makes e's message name the object (kind 'name': ...) if it does not already. */
+void wh_err_about(struct wh_err *e, const char *kind, const char *name);
 /* Fills *e and returns -1. */
 int wh_fail(struct wh_err *e, int code, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -52,6 +55,7 @@ void wh_sha256(const void *data, size_t len, uint8_t out[32]);
 
 #define WH_FOREVER INT64_MAX
 int64_t wh_now(void); /* CLOCK_MONOTONIC, ns */
+int64_t wh_now_coarse(void); /* CLOCK_MONOTONIC_COARSE: a few ms coarse, for rate limits */
 int64_t wh_deadline_after(int64_t ns); /* now + ns, saturating; ns < 0 means forever */
 void wh_sleep_ns(int64_t ns);
 /* Sleeps while *word == val, at most ns (< 0: no limit). Returns 0, or ETIMEDOUT. */
@@ -65,7 +69,7 @@ typedef int (*wh_alive_fn)(void *ctx, uint64_t ident);
 
 /* Opens (creating the last component with dir_mode if it is missing) and
  * checks a lock directory. Directories live as long as the process. */
-struct wh_dir *wh_dir_open(const char *path, int dir_mode, int file_mode, struct wh_err *e);
+struct wh_dir *wh_dir_open(const char *path, int dir_mode, struct wh_err *e);
 int wh_dir_fd(const struct wh_dir *d);
 const char *wh_dir_path(const struct wh_dir *d);
 /* Before attempt `tries` (0, 1, ...) of something another process keeps undoing: pauses a
@@ -77,8 +81,16 @@ int wh_dir_openat(struct wh_dir *d, const char *name, int mode, int *created, st
 int wh_ofd_lock(int fd, int type, off_t off, int wait_ms);
 int wh_ofd_unlock(int fd, off_t off);
 
-uint64_t wh_dir_me(struct wh_dir *d, struct wh_err *e); /* claims a slot on first use; 0 on error */
+/* This process's identity in d: claims a slot on first use, and a new one when the registry
+ * file of its slot is found unlinked or replaced (checked every WH_LINK_CHECK_NS); 0 on error. */
+uint64_t wh_dir_me(struct wh_dir *d, struct wh_err *e);
 uint64_t wh_dir_current(struct wh_dir *d);              /* 0 if no slot is claimed */
+/* wh_dir_current, after the rate-limited check of wh_dir_me that its registry file is linked. */
+uint64_t wh_dir_current_checked(struct wh_dir *d);
+/* 2 if id is this process's identity in d, 1 one it had before its registry file was replaced
+ * (its holds are lost), 0 neither (another process's, or the parent's after fork). `exact`
+ * checks now that the registry file of the current identity is still linked. */
+int wh_dir_ours(struct wh_dir *d, uint64_t id, int exact);
 int wh_dir_slot_fd(struct wh_dir *d);                   /* registry fd of our slot, or -1 */
 int wh_dir_alive(void *d, uint64_t ident);              /* a wh_alive_fn */
 uint32_t wh_dir_pid(struct wh_dir *d, uint64_t ident);  /* 0 if unknown */
@@ -122,6 +134,8 @@ int wh_st_admits(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode)
 uint32_t wh_st_ahead(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, int mine,
                      int64_t since);
 int wh_st_reclaim(const struct wh_view *v, const struct wh_ctx *c);
+/* Whether the state still records a hold in `mode` under ident (read without the guard). */
+int wh_st_holds(const struct wh_view *v, uint32_t mode, uint64_t ident);
 int wh_st_reclaim_waiters(const struct wh_view *v, const struct wh_ctx *c);
 void wh_st_info(const struct wh_view *v, const struct wh_ctx *c, struct wh_info *out);
 int wh_st_check(const struct wh_view *v, char *why, size_t whylen); /* invariants, for tests */
@@ -146,6 +160,8 @@ struct wh_obj {
     void *base;
     size_t size;
     struct wh_view v;
+    _Atomic int replaced;       /* its file was found unlinked or replaced (for good) */
+    _Atomic int64_t next_check; /* coarse clock: when to look at the path again */
     _Atomic uint32_t npending; /* releases of this process waiting for the guard (pending.c) */
     char name[WH_NAME_MAX + 1];
 };
@@ -157,6 +173,9 @@ void wh_obj_unref(struct wh_obj *o);
 /* 1 removed, 0 absent or in use, -1 error. */
 int wh_obj_remove(struct wh_dir *d, const char *name, struct wh_err *e);
 const char *wh_kind_name(uint32_t kind);
+/* Whether o's file was unlinked or replaced at its path by something else: looked at now if
+ * `exact`, else at most every WH_LINK_CHECK_NS. Once true, true for good. */
+int wh_obj_replaced(struct wh_obj *o, int exact);
 /* Checks a private copy of an object header of any kind against the file size; fills the
  * immutable part of *v (not its pointers). */
 int wh_obj_validate(struct wh_dir *d, const char *name, const struct wh_obj_header *h, off_t size,

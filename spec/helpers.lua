@@ -30,6 +30,7 @@ H.is_root = whtest.geteuid() == 0
 -- Temporary directories, cleanup, files --------------------------------------
 
 local dirs = {}
+local shared_modules -- see H.spawn_as
 local children = {} -- every child H.spawn started since the last H.cleanup()
 
 -- A fresh private lock directory (mode 0700, ours), removed by H.cleanup().
@@ -53,6 +54,7 @@ function H.cleanup()
     os.execute("rm -rf '" .. d .. "'")
   end
   dirs = {}
+  shared_modules = nil
 end
 
 -- Files as signals between processes (parent side; children have the same
@@ -143,22 +145,50 @@ function die() T.kill(T.getpid(), T.SIGKILL) T.sleep(10) error("still alive afte
 -- `args`), wh (the module), T (whtest), say(...) (a flushed line on stdout,
 -- which the parent reads with child:line()) and the globals of CHILD_PRELUDE
 -- above. The child is remembered: H.cleanup() kills it if it still runs.
--- `env`, if given, adds environment variables ({ NAME = value }).
-function H.spawn(code, args, env)
+-- `env`, if given, adds environment variables ({ NAME = value }); `pre`, a command the
+-- interpreter is run through (e.g. setpriv ...).
+function H.spawn(code, args, env, pre)
   local prelude = "ARGS = " .. serialize(args or {}) .. "\n"
     .. "io.stdout:setvbuf('no')\n"
     .. GC_STRESS .. "wh = require 'waithandles'\nT = require 'whtest'\n"
     .. "function say(...) local t = {} for i = 1, select('#', ...) do t[i] = tostring(select(i, ...)) end "
     .. "io.stdout:write(table.concat(t, ' '), '\\n') end\n"
     .. CHILD_PRELUDE
-  local argv = { H.lua, "-e", prelude .. code }
+  local argv = {}
   if env then
-    local pre = { "env" }
-    for k, v in pairs(env) do pre[#pre + 1] = k .. "=" .. v end
-    for _, a in ipairs(argv) do pre[#pre + 1] = a end
-    argv = pre
+    argv[1] = "env"
+    for k, v in pairs(env) do argv[#argv + 1] = k .. "=" .. v end
   end
+  for _, a in ipairs(pre or {}) do argv[#argv + 1] = a end
+  for _, a in ipairs({ H.lua, "-e", prelude .. code }) do argv[#argv + 1] = a end
   return H.spawn_argv(argv)
+end
+
+-- A copy of the module and whtest that any user can read, for children of another user (the
+-- checkout itself may be private); made once per test.
+local function modules_for_anyone()
+  if not shared_modules then
+    local d = whtest.mkdtemp()
+    local build = os.getenv("WH_BUILD") or "build/5.4"
+    assert(os.execute(("mkdir -p %s/waithandles && cp lua/waithandles/*.lua %s/waithandles/ && "
+      .. "cp %s/waithandles/core.so %s/waithandles/ && cp %s/whtest.so %s/ && chmod -R a+rX %s")
+      :format(d, d, build, d, build, d, d)))
+    dirs[#dirs + 1] = d -- removed with the rest (another run makes it again)
+    shared_modules = d
+  end
+  return shared_modules
+end
+
+-- H.spawn as another user (root only): `user` is a name with a group of the same name or
+-- "nobody" (group nogroup).
+function H.spawn_as(user, code, args, env)
+  local m = modules_for_anyone()
+  env = env or {}
+  env.LUA_PATH = m .. "/?.lua;" .. m .. "/?/init.lua;;"
+  env.LUA_CPATH = m .. "/?.so;;"
+  local group = user == "nobody" and "nogroup" or user
+  return H.spawn(code, args, env, { "setpriv", "--reuid=" .. user, "--regid=" .. group,
+    "--clear-groups" })
 end
 
 -- Runs the command argv (searched in PATH) as a child like H.spawn's: its

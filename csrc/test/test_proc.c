@@ -888,7 +888,7 @@ static void test_hostile_files(void)
     uint64_t held;
 
     path_of(path, sizeof path, "hostile");
-    d = wh_dir_open(path, 0700, 0600, &e);
+    d = wh_dir_open(path, 0700, &e);
     if (!CHECK(d != NULL, "hostile dir: %s", e.msg))
         return;
     make_header(&h, WH_KIND_LOCK, 1);
@@ -1043,25 +1043,25 @@ static void test_unsafe_dirs(void)
 
     path_of(path, sizeof path, "ww");
     CHECK(mkdir(path, 0700) == 0 && chmod(path, 0777) == 0, "world-writable dir made");
-    d = wh_dir_open(path, 0700, 0600, &e);
+    d = wh_dir_open(path, 0700, &e);
     CHECK(d == NULL && e.code == WH_EUNSAFE,
           "a world-writable directory without the sticky bit: %s", d ? "accepted" : e.msg);
     snprintf(sub, sizeof sub, "%s/inner", path);
     CHECK(mkdir(sub, 0700) == 0, "mkdir inner");
-    d = wh_dir_open(sub, 0700, 0600, &e);
+    d = wh_dir_open(sub, 0700, &e);
     CHECK(d == NULL && e.code == WH_EUNSAFE, "a path through one: %s", d ? "accepted" : e.msg);
     CHECK(chmod(path, 0770) == 0, "chmod 0770");
-    d = wh_dir_open(path, 0700, 0600, &e);
+    d = wh_dir_open(path, 0700, &e);
     CHECK(d == NULL && e.code == WH_EUNSAFE, "group-writable without the sticky bit: %s",
           d ? "accepted" : e.msg);
     CHECK(chmod(path, 01777) == 0, "chmod 01777");
-    d = wh_dir_open(path, 0700, 0600, &e);
+    d = wh_dir_open(path, 0700, &e);
     CHECK(d != NULL, "a sticky world-writable directory is fine: %s", d ? "" : e.msg);
 
     path_of(path, sizeof path, "dirlink");
     path_of(sub, sizeof sub, "main");
     CHECK(symlink(sub, path) == 0, "symlink to a directory");
-    d = wh_dir_open(path, 0700, 0600, &e);
+    d = wh_dir_open(path, 0700, &e);
     CHECK(d == NULL && e.code == WH_EUNSAFE, "a lock directory that is a symlink: %s",
           d ? "accepted" : e.msg);
 
@@ -1069,25 +1069,25 @@ static void test_unsafe_dirs(void)
     path_of(path, sizeof path, "real");
     snprintf(sub, sizeof sub, "%s/inner", path);
     CHECK(mkdir(path, 0700) == 0 && mkdir(sub, 0700) == 0, "mkdir real/inner");
-    d = wh_dir_open(sub, 0700, 0600, &e);
+    d = wh_dir_open(sub, 0700, &e);
     CHECK(d != NULL, "real/inner: %s", d ? "" : e.msg);
     path_of(path, sizeof path, "lnk");
     path_of(target, sizeof target, "real");
     CHECK(symlink(target, path) == 0, "symlink lnk -> real");
     snprintf(sub, sizeof sub, "%s/inner", path);
     {
-        struct wh_dir *d2 = wh_dir_open(sub, 0700, 0600, &e);
+        struct wh_dir *d2 = wh_dir_open(sub, 0700, &e);
         CHECK(d2 != NULL && d2 == d, "a path through our own symlink is the same directory: %s",
               d2 ? "" : e.msg);
     }
     if (geteuid() == 0) {
         CHECK(lchown(path, 12345, 12345) == 0, "lchown");
-        d = wh_dir_open(sub, 0700, 0600, &e);
+        d = wh_dir_open(sub, 0700, &e);
         CHECK(d == NULL && e.code == WH_EUNSAFE, "a path through another user's symlink: %s",
               d ? "accepted" : e.msg);
         path_of(path, sizeof path, "theirs");
         CHECK(mkdir(path, 0700) == 0 && chown(path, 12345, 12345) == 0, "another user's dir");
-        d = wh_dir_open(path, 0700, 0600, &e);
+        d = wh_dir_open(path, 0700, &e);
         CHECK(d == NULL && e.code == WH_EUNSAFE, "a directory another user owns: %s",
               d ? "accepted" : e.msg);
     } else {
@@ -1100,7 +1100,7 @@ static void test_unsafe_dirs(void)
         if (fd >= 0)
             close(fd);
     }
-    d = wh_dir_open(path, 0700, 0600, &e);
+    d = wh_dir_open(path, 0700, &e);
     CHECK(d == NULL && (e.code == WH_EUNSAFE || e.code == WH_EOS),
           "a lock directory that is a file: %s", d ? "accepted" : e.msg);
 }
@@ -1126,7 +1126,7 @@ static void test_hostile_registry(void)
         int r;
 
         path_of(path, sizeof path, cases[i].dir);
-        d = wh_dir_open(path, 0700, 0600, &e);
+        d = wh_dir_open(path, 0700, &e);
         if (!CHECK(d != NULL, "%s: %s", cases[i].dir, d ? "" : e.msg))
             continue;
         memset(buf, 0x5A, sizeof buf);
@@ -1447,7 +1447,7 @@ int main(void)
         return 2;
     }
     path_of(path, sizeof path, "main");
-    dm = wh_dir_open(path, 0700, 0600, &e);
+    dm = wh_dir_open(path, 0700, &e);
     if (dm == NULL) {
         printf("Bail out! cannot open lock directory %s: %s\n", path, e.msg);
         return 2;
