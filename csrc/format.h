@@ -1,5 +1,5 @@
 /*
- * The shared file format (format version 1): registry shards and object
+ * The shared file format (format version 2): registry shards and object
  * files. doc/FORMAT.md explains every field, who writes it and when; this
  * header and that document change together, and any change that an older
  * reader would misread bumps WH_FORMAT_VERSION.
@@ -13,7 +13,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#define WH_FORMAT_VERSION 1u
+#define WH_FORMAT_VERSION 2u
 
 #define WH_OBJ_MAGIC "WAITHDL1" /* 8 bytes, no terminator stored */
 #define WH_REG_MAGIC "WAITREG1"

@@ -216,7 +216,7 @@ describe("hostile files", function()
       for _, k in ipairs(KINDS) do
         local valid = template(k.kind)
         assert.are.equal(u32le(require("waithandles.core").format_version), valid:sub(9, 12))
-        for _, v in ipairs({ 0, 2, 3, 256, 4294967295 }) do
+        for _, v in ipairs({ 0, 1, 3, 256, 4294967295 }) do
           local name = ("v-%s-%d"):format(k.kind, v)
           refused(dir, name, k, patch(valid, 8, u32le(v)), "error mismatch")
         end
@@ -422,8 +422,8 @@ describe("hostile files", function()
         if case[1] == "garbage" then
           H.write_file(reg, garbage(4160, 99))
         elseif case[1] == "other version" then
-          -- a registry shard as another version would write it: magic, version 2, zeros
-          H.write_file(reg, "WAITREG1" .. u32le(2) .. ("\0"):rep(4148))
+          -- a registry shard as another version would write it: magic, version 3, zeros
+          H.write_file(reg, "WAITREG1" .. u32le(3) .. ("\0"):rep(4148))
         elseif case[1] == "symlink" then
           H.write_file(elsewhere .. "/t", "keep")
           assert.is_true(T.symlink(elsewhere .. "/t", reg))

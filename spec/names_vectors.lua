@@ -1,4 +1,4 @@
--- Test vectors of the name escaping scheme (file format version 1; doc/FORMAT.md).
+-- Test vectors of the name escaping scheme (file format versions 1 and 2 alike; doc/FORMAT.md).
 -- They never change within a format version. Computed independently of the C code
 -- (with Python's hashlib for the SHA-256 suffix).
 return {
