@@ -412,13 +412,26 @@ static int start(lua_State *L, const struct wh_sig *sig, int level, struct lwait
 }
 
 /* A blocking form: try_acquire, acquire, try_upgrade, upgrade. */
+static int simple_args(lua_State *L, int n)
+{
+    lua_Number t;
+    if (n > 3 || (n == 3 && !lua_isnil(L, 3)))
+        return 0;
+    if (n < 2 || lua_isnil(L, 2))
+        return 1;
+    if (lua_type(L, 2) != LUA_TNUMBER)
+        return 0;
+    t = lua_tonumber(L, 2);
+    return t >= 0 && (t <= WH_MAX_SECONDS || t == HUGE_VAL); /* NaN fails both */
+}
+
 static int blocking(lua_State *L, const struct wh_sig *sig)
 {
     struct lwaiter *w;
-    int r;
-    if (lua_gettop(L) == 1 && sig->self != S_UPGRADEABLE) {
-        /* The common case first: no arguments, and a free object. */
-        /* Called as a method of the object it was made for (its upvalue): recognised at once. */
+    int r, n = lua_gettop(L);
+    if (sig->self != S_UPGRADEABLE && simple_args(L, n)) {
+        /* The common case first: a timeout or nothing, no options, and a free object. Called
+         * as a method of the object it was made for (its upvalue), it is recognised at once. */
         struct lobj *u = lua_touserdata(L, 1);
         if (u != NULL && u == lua_touserdata(L, lua_upvalueindex(1)) && u->o != NULL) {
             struct lhandle *h = wh_new_handle(L, u, sig->mode);
@@ -427,14 +440,15 @@ static int blocking(lua_State *L, const struct wh_sig *sig)
             r = attempt_obj(L, u, sig->mode, &held, &e);
             if (r == 1) {
                 wh_handle_hold(h, u->o, held);
-                wh_acquired(L, u->scope_worker);
+                if (wh_any_hook)
+                    wh_acquired(L, u->scope_worker);
                 return 1;
             }
             if (r < 0)
                 return wh_raise(L, &e, u->o->name);
-            if (sig->is_try)
+            if (sig->is_try && (n < 2 || lua_isnil(L, 2) || lua_tonumber(L, 2) == 0))
                 return not_acquired(L, 1, 0, 0, u->o);
-            lua_settop(L, 1);
+            lua_settop(L, n); /* busy: wait below */
         }
     }
     if (start(L, sig, 1, &w))

@@ -141,6 +141,7 @@ void wh_push_info(lua_State *L, struct wh_dir *d, uint32_t kind, const struct wh
 
 /* After an acquisition whose handle is on top of the stack. */
 void wh_acquired(lua_State *L, int scope_worker);
+extern int wh_any_hook;
 void wh_ngx_disarm(struct lhandle *h);
 extern const luaL_Reg wh_ngx_funcs[];
 

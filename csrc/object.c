@@ -300,16 +300,15 @@ fail:
     return NULL;
 }
 
-int wh_obj_replaced(struct wh_obj *o, int exact)
+int wh_obj_replaced_at(struct wh_obj *o, int64_t coarse)
 {
     struct stat st;
     if (atomic_load_explicit(&o->replaced, memory_order_relaxed))
         return 1;
-    if (!exact) {
-        int64_t now = wh_now_coarse();
-        if (now < atomic_load_explicit(&o->next_check, memory_order_relaxed))
+    if (coarse != 0) {
+        if (coarse < atomic_load_explicit(&o->next_check, memory_order_relaxed))
             return 0;
-        atomic_store_explicit(&o->next_check, now + WH_LINK_CHECK_NS, memory_order_relaxed);
+        atomic_store_explicit(&o->next_check, coarse + WH_LINK_CHECK_NS, memory_order_relaxed);
     }
     if (fstatat(wh_dir_fd(o->dir), o->name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
         if (st.st_dev == o->dev && st.st_ino == o->ino)
@@ -319,6 +318,11 @@ int wh_obj_replaced(struct wh_obj *o, int exact)
     }
     atomic_store(&o->replaced, 1);
     return 1;
+}
+
+int wh_obj_replaced(struct wh_obj *o, int exact)
+{
+    return wh_obj_replaced_at(o, exact ? 0 : wh_now_coarse());
 }
 
 /* Caller holds a reference already: no lock needed. */

@@ -74,7 +74,8 @@ int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter 
     int wake = 0, r, mine = -1;
     int64_t lease_ns = w != NULL ? WH_LEASE(w->interval) : 0;
     uint32_t seen = w != NULL ? w->seq : 0;
-    uint64_t me = wh_dir_me(o->dir, e);
+    int64_t coarse = wh_now_coarse(); /* one clock read for both rate-limited checks */
+    uint64_t me = wh_dir_me_at(o->dir, coarse, e);
 
     if (me == 0) {
         wh_err_about(e, wh_kind_name(o->v.kind), o->name);
@@ -82,7 +83,7 @@ int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter 
     }
     /* Never a hold on a file that is no longer the object: the caller opens the path again. A
      * waiter looks every time; the uncontended path every few milliseconds. */
-    if (wh_obj_replaced(o, w != NULL))
+    if (wh_obj_replaced_at(o, w != NULL ? 0 : coarse))
         return wh_fail(e, WH_EREPLACED, ENOENT,
                        "the file of %s '%s' in %s was removed or replaced by something other "
                        "than waithandles (a tmp cleaner, or systemd-logind RemoveIPC?): use a "

@@ -84,6 +84,7 @@ int wh_ofd_unlock(int fd, off_t off);
 /* This process's identity in d: claims a slot on first use, and a new one when the registry
  * file of its slot is found unlinked or replaced (checked every WH_LINK_CHECK_NS); 0 on error. */
 uint64_t wh_dir_me(struct wh_dir *d, struct wh_err *e);
+uint64_t wh_dir_me_at(struct wh_dir *d, int64_t coarse, struct wh_err *e); /* wh_now_coarse() */
 uint64_t wh_dir_current(struct wh_dir *d);              /* 0 if no slot is claimed */
 /* wh_dir_current, after the rate-limited check of wh_dir_me that its registry file is linked. */
 uint64_t wh_dir_current_checked(struct wh_dir *d);
@@ -176,6 +177,7 @@ const char *wh_kind_name(uint32_t kind);
 /* Whether o's file was unlinked or replaced at its path by something else: looked at now if
  * `exact`, else at most every WH_LINK_CHECK_NS. Once true, true for good. */
 int wh_obj_replaced(struct wh_obj *o, int exact);
+int wh_obj_replaced_at(struct wh_obj *o, int64_t coarse); /* coarse 0: exact */
 /* Checks a private copy of an object header of any kind against the file size; fills the
  * immutable part of *v (not its pointers). */
 int wh_obj_validate(struct wh_dir *d, const char *name, const struct wh_obj_header *h, off_t size,
