@@ -596,7 +596,6 @@ void wh_open_acquire(lua_State *L)
     wh_setfuncs(L, waiter_meta, 0);
     wh_newlib(L, waiter_methods);
     lua_setfield(L, -2, "__index");
-    lua_pushliteral(L, WH_T_WAITER);
-    lua_setfield(L, -2, "__metatable");
+    wh_set_type_name(L, lua_gettop(L), WH_T_WAITER);
     lua_pop(L, 1);
 }

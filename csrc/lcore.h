@@ -162,6 +162,8 @@ extern const luaL_Reg wh_handle_funcs[];
 
 /* ---- types (ltypes.c) and module (lcore.c) ---- */
 
+/* Sets __name and __metatable of the metatable at mt (absolute) to name. */
+void wh_set_type_name(lua_State *L, int mt, const char *name);
 void wh_new_type(lua_State *L, const char *tname, const luaL_Reg *meta, const luaL_Reg *methods,
                  lua_CFunction index);
 

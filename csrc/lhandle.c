@@ -252,10 +252,7 @@ void wh_new_handle_mt(lua_State *L, const struct wh_settings *s, const char *hki
     set_cfield(L, mt, "__close", handle_gc, mt);
     lua_pushcfunction(L, handle_tostring);
     lua_setfield(L, mt, "__tostring");
-    lua_pushliteral(L, WH_T_HANDLE);
-    lua_setfield(L, mt, "__name");
-    lua_pushliteral(L, WH_T_HANDLE);
-    lua_setfield(L, mt, "__metatable");
+    wh_set_type_name(L, mt, WH_T_HANDLE);
     lua_pushnumber(L, (lua_Number)s->ac_ns);
     rawset_key(L, mt, &ac_key);
     if (s->sleep != 0) {
@@ -415,10 +412,7 @@ void wh_open_handles(lua_State *L)
 {
     wh_new_type(L, WH_T_COMPOSITE, composite_meta, composite_methods, composite_index);
     luaL_getmetatable(L, WH_T_COMPOSITE);
-    lua_pushliteral(L, WH_T_HANDLE);
-    lua_setfield(L, -2, "__name");
-    lua_pushliteral(L, WH_T_HANDLE);
-    lua_setfield(L, -2, "__metatable");
+    wh_set_type_name(L, lua_gettop(L), WH_T_HANDLE);
     lua_pop(L, 1);
 }
 

@@ -121,10 +121,7 @@ static void new_object_mt(lua_State *L, int obj, uint32_t kind, const char *name
     lua_setfield(L, mt, "__tostring");
     lua_pushcfunction(L, obj_newindex);
     lua_setfield(L, mt, "__newindex");
-    lua_pushstring(L, obj_tname[kind]);
-    lua_setfield(L, mt, "__name");
-    lua_pushstring(L, obj_tname[kind]);
-    lua_setfield(L, mt, "__metatable");
+    wh_set_type_name(L, mt, obj_tname[kind]);
 }
 
 /* The file name of `name` (at stack index idx): escaped, or checked with exact_name. */
@@ -273,6 +270,14 @@ static int error_tostring(lua_State *L)
 
 /* ---- metatables, built once ---- */
 
+void wh_set_type_name(lua_State *L, int mt, const char *name)
+{
+    lua_pushstring(L, name);
+    lua_setfield(L, mt, "__name");
+    lua_pushstring(L, name);
+    lua_setfield(L, mt, "__metatable"); /* getmetatable() gives the name, not the table */
+}
+
 /* A metatable `tname` in the registry with metamethods `meta`, __name, __metatable, and an
  * __index: the table of `methods` or, given `index`, that function over it. */
 void wh_new_type(lua_State *L, const char *tname, const luaL_Reg *meta, const luaL_Reg *methods,
@@ -286,10 +291,7 @@ void wh_new_type(lua_State *L, const char *tname, const luaL_Reg *meta, const lu
             lua_pushcclosure(L, index, 1);
         lua_setfield(L, -2, "__index");
     }
-    lua_pushstring(L, tname);
-    lua_setfield(L, -2, "__name");
-    lua_pushstring(L, tname);
-    lua_setfield(L, -2, "__metatable");
+    wh_set_type_name(L, lua_gettop(L), tname);
     lua_pop(L, 1);
 }
 
