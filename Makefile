@@ -30,8 +30,8 @@ BUSTED ?= /usr/bin/busted
 RUNNER ?=
 INSTALL ?= install
 
-CORE_SRC := err names wait guard state dir registry object ops pending inspect
-LUA_SRC := lerr ltypes lhandle lacquire llook lngx lcore
+CORE_SRC := err names wait guard state dir registry object ops pending event inspect
+LUA_SRC := lerr ltypes lhandle lacquire levent llook lngx lcore
 ALL_CFLAGS := -std=gnu11 -fPIC -fvisibility=hidden -D_GNU_SOURCE $(WARNFLAGS) $(CFLAGS) $(SANFLAGS) $(CPPFLAGS)
 CORE_OBJ := $(CORE_SRC:%=$(BUILD)/obj/%.o)
 LUA_OBJ := $(LUA_SRC:%=$(BUILD)/obj/%.o)
