@@ -82,13 +82,14 @@ function N.run(argv)
 end
 
 -- Reads what p printed until it exits (or `timeout`); returns its output, or nil if still running.
+-- Then p.status is its exit status ({ code = } or { signal = }).
 function N.finished(p, timeout)
   if p.done then return p.out end
   local deadline = T.now() + (timeout or 0)
   repeat
     local data = T.read(p.fd, math.max(0, math.min(0.05, deadline - T.now())))
     if data == "" then
-      T.waitpid(p.pid, 5)
+      p.status = T.waitpid(p.pid, 5) -- { code = } or { signal = }
       T.close(p.fd)
       p.done = true
       return p.out
