@@ -125,7 +125,8 @@ end
 -- and its port. o: user (the workers' user; root if we are root, by default), main (more of
 -- the main block), http (more of the http block), server (more of the server block),
 -- lua_path and lua_cpath (where the module is), handlers (the locations), connections
--- (worker_connections, default 256). Gives up with an error if it does not answer /ping.
+-- (worker_connections, default 256), wrapper (an argv run in front of nginx, e.g. valgrind),
+-- start_timeout (how long it may take to answer /ping, default 10 s; then an error).
 function N.start_nginx(dir, workers, o)
   o = o or {}
   for _ = 1, 20 do
@@ -159,9 +160,12 @@ function N.start_nginx(dir, workers, o)
       "}",
     }, "\n"):gsub("%$PORT", tostring(port)))
     os.execute("mkdir -p " .. dir .. "/tmp")
-    local ngx = N.run({ "nginx", "-p", dir, "-c", conf })
+    local argv = {}
+    for _, a in ipairs(o.wrapper or {}) do argv[#argv + 1] = a end
+    for _, a in ipairs({ "nginx", "-p", dir, "-c", conf }) do argv[#argv + 1] = a end
+    local ngx = N.run(argv)
     ngx.conf, ngx.dir, ngx.port = conf, dir, port
-    local deadline = T.now() + 10
+    local deadline = T.now() + (o.start_timeout or 10)
     while T.now() < deadline do
       local ping = N.run({ "curl", "-s", "-m", "2", ("http://127.0.0.1:%d/ping"):format(port) })
       if N.finished(ping, 3) == N.TOKEN .. "\n" then return ngx, port end
