@@ -351,6 +351,39 @@ describe("OpenResty phases", function()
     assert.are.equal(0, wh.lock("m-lock", { dir = locks }):info().held)
   end)
 
+  it("the guide's limiter: a ticket taken in access_by_lua lasts through proxy_pass and comes back at the end",
+    function()
+      if missing then return pending(missing) end
+      ngx, port = N.start_nginx(dir, 2, {
+        http = prelude(dir, "LIMIT = WH.semaphore('backend', 2, { dir = LOCKS })") .. [[
+          upstream backend { server 127.0.0.1:$PORT; }
+        ]],
+        handlers = [[
+          location /slow { content_by_lua_block { ngx.sleep(0.3) ngx.say("slow") } }
+          location /api {
+            access_by_lua_block {
+              local ok, t = pcall(LIMIT.acquire_async, LIMIT, 5)
+              if not ok then return ngx.exit(503) end
+              ngx.ctx.ticket = t           -- referenced until the request ends
+              collectgarbage()
+            }
+            proxy_pass http://backend/slow;
+          }
+        ]],
+      })
+      local sem = wh.semaphore("backend", 2, { dir = dir .. "/locks" })
+      local t0 = H.now()
+      local c = {}
+      for i = 1, 4 do c[i] = get(port, "/api") end
+      H.eventually(function()
+        local i = sem:info()
+        return i.held == 2 and i.waiting == 2
+      end, 5, "two through, two waiting")
+      for i = 1, 4 do assert.are.equal("slow\n", N.finished(c[i], 10), error_log(dir)) end
+      assert.is_true(H.now() - t0 >= 0.55, "four requests of 0.3 s, two at a time, took " .. (H.now() - t0))
+      H.eventually(function() return sem:info().held == 0 end, 1, "every ticket back")
+    end)
+
   -- Known bugs of the request scope (csrc/lngx.c and the facade's REQUEST_PHASES), found here;
   -- WH_KNOWN_BUGS=1 runs these reproducers instead of marking them pending.
   --
