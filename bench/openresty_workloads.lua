@@ -31,6 +31,29 @@ end
 
 local function stats() return ngx.shared.stats end
 
+-- A monotonic clock in seconds, finer than ngx.now()'s milliseconds (LuaJIT's FFI; the
+-- driver, which loads this file for write_value only, has none).
+local mono
+do
+  local ok, ffi = pcall(require, "ffi")
+  if ok then
+    ffi.cdef [[
+      struct wl_timespec { long tv_sec; long tv_nsec; };
+      int clock_gettime(int clk, struct wl_timespec *ts);
+    ]]
+    local ts = ffi.new("struct wl_timespec")
+    mono = function()
+      ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
+      return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+    end
+  end
+end
+
+-- Adds the time since t0 to the time the object was held (stats "held_us").
+local function held_since(t0)
+  stats():incr("held_us", math.floor((mono() - t0) * 1e6 + 0.5), 0)
+end
+
 local function fail(err)
   ngx.log(ngx.ERR, tostring(err))
   ngx.status = 500
@@ -58,13 +81,17 @@ end
 function M.counter(impl)
   if impl == "wh" then
     local h = LOCK:acquire_async(TIMEOUT)
+    local t0 = mono()
     bump()
+    held_since(t0)
     h:release()
   else
     local lk = RL.new("locks", { timeout = TIMEOUT })
     local ok, err = lk:lock("counter")
     if not ok then return fail(err) end
+    local t0 = mono()
     bump()
+    held_since(t0)
     lk:unlock()
   end
   ngx.say("ok")
@@ -84,13 +111,17 @@ local LIMIT
 function M.limit(impl)
   if impl == "wh" then
     local t = SEM:acquire_async(TIMEOUT)
+    local t0 = mono()
     upstream()
+    held_since(t0)
     t:release()
   else
     LIMIT = LIMIT or RL.limit("locks", "upstream", 3, { timeout = TIMEOUT })
     local ok, err = LIMIT:enter()
     if not ok then return fail(err) end
+    local t0 = mono()
     upstream()
+    held_since(t0)
     LIMIT:leave()
   end
   ngx.say("ok")
@@ -230,7 +261,7 @@ end
 
 function M.stats()
   local st = stats()
-  for _, k in ipairs({ "done", "violations", "refreshes" }) do
+  for _, k in ipairs({ "done", "violations", "refreshes", "held_us" }) do
     ngx.say(k, " ", st:get(k) or 0)
   end
   local f = io.open(C.dir .. "/counter.txt", "r")
