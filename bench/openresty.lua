@@ -255,7 +255,7 @@ if recovery.wh then
   say("| a worker is killed (SIGKILL) holding the lock | until a waiter in another worker has it | what bounds it |")
   say("|---|---|---|")
   say(("| waithandles | %.3f s | `abandonment_check` (0.1 s) |"):format(recovery.wh))
-  say(("| resty-lock algorithm | %.3f s | the key's `exptime` (30 s), less the time it was held |"):format(recovery.rl))
+  say(("| resty-lock algorithm | %.3f s | the key's `exptime` (30 s) from when it was taken, plus the waiter's last poll (≤ 0.5 s) |"):format(recovery.rl))
 end
 say("")
 local wh32, rl32
