@@ -42,6 +42,7 @@ local function sh(cmd)
   return (s:gsub("%s+$", ""))
 end
 
+local WL = dofile(N.ROOT .. "/bench/openresty_workloads.lua") -- for write_value only
 local work = sh("mktemp -d /dev/shm/wh-bench-openresty.XXXXXX")
 assert(work:match("^/dev/shm/wh%-bench%-openresty%.%w+$"), work)
 os.execute("chmod 0755 " .. work)
@@ -49,7 +50,6 @@ local lua_path, lua_cpath = N.module_copy(work)
 os.execute(("cp %s/bench/openresty_workloads.lua %s/bench/resty_lock_baseline.lua %s/mod/ && chmod a+r %s/mod/*.lua")
   :format(N.ROOT, N.ROOT, work, work))
 lua_path = work .. "/mod/?.lua;" .. lua_path
-local WL = dofile(N.ROOT .. "/bench/openresty_workloads.lua") -- for write_value only
 
 local current -- the running nginx, stopped on any error
 local function fail(msg)
@@ -143,6 +143,10 @@ local function load(s, path, connections, workload, check)
   return r
 end
 
+local recovery = {}
+-- Whatever fails, the running nginx is stopped and the directory removed.
+local ok, err = xpcall(function()
+
 -- ---- 1. locked counter ----------------------------------------------------------
 
 local W1 = "1. locked counter"
@@ -186,7 +190,6 @@ end
 
 -- ---- a worker killed holding the lock -------------------------------------------------
 
-local recovery = {}
 for _, impl in ipairs(part("crash") and IMPLS or {}) do
   local s = serve("crash", impl)
   local hold = N.run({ "curl", "-s", "-m", "120", s.url("/hold") })
@@ -223,7 +226,10 @@ for _, impl in ipairs(part("crash") and IMPLS or {}) do
   stop(s)
 end
 
+end, debug.traceback)
+N.stop_nginx(current)
 os.execute("rm -rf " .. work)
+if not ok then error(err, 0) end
 
 -- ---- the table ---------------------------------------------------------------------------
 
