@@ -43,7 +43,8 @@ FLOORMOD := $(BUILD)/whfloor.so
 BENCHMOD := $(BUILD)/whbench.so
 BENCHC := $(BUILD)/whcpair
 
-.PHONY: all test test-one test-c install uninstall clean demo demo-lua bench bench-quick bench-results model
+.PHONY: all test test-one test-c install uninstall clean demo demo-lua bench bench-quick bench-results model \
+	bench-openresty
 
 all: $(MODULE) $(PROCMOD)
 
@@ -153,6 +154,17 @@ bench bench-quick bench-results:
 	    build/luajit/whtest.so; then jit=luajit; fi; \
 	BENCH_MODE=$@ BENCH_LUAJIT=$$jit BENCH_BUILD="$(BUILD)" LUA_PATH="lua/?.lua;lua/?/init.lua;bench/?.lua;;" \
 	    LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/bench.lua
+
+# waithandles against the lua-resty-lock algorithm in real nginx (4 workers, wrk): prints the
+# table of README.md's "Using waithandles in OpenResty"; fails if the acceptance figures do not
+# hold. BENCH_SECONDS sets each run's length (8 s).
+bench-openresty:
+	@scripts/deps.sh --quiet
+	@scripts/deps-openresty.sh
+	@$(MAKE) -s --no-print-directory LUA_VERSION=5.4 BUILD=build/5.4 all build/5.4/whtest.so
+	@$(MAKE) -s --no-print-directory LUA_VERSION=luajit BUILD=build/luajit all
+	@LUA_PATH="lua/?.lua;lua/?/init.lua;bench/?.lua;spec/?.lua;;" LUA_CPATH="build/5.4/?.so;;" \
+	    lua5.4 bench/openresty.lua
 
 # The protocol model (doc/FORMAT.md), checked exhaustively with spin; prints TAP lines.
 model:
