@@ -43,7 +43,8 @@ FLOORMOD := $(BUILD)/whfloor.so
 BENCHMOD := $(BUILD)/whbench.so
 BENCHC := $(BUILD)/whcpair
 
-.PHONY: all test test-one test-c install uninstall clean demo demo-lua bench bench-quick bench-results model
+.PHONY: all test test-one test-c install uninstall clean demo demo-lua bench bench-quick bench-results model \
+	torture torture-build
 
 all: $(MODULE) $(PROCMOD)
 
@@ -153,6 +154,35 @@ bench bench-quick bench-results:
 	    build/luajit/whtest.so; then jit=luajit; fi; \
 	BENCH_MODE=$@ BENCH_LUAJIT=$$jit BENCH_BUILD="$(BUILD)" LUA_PATH="lua/?.lua;lua/?/init.lua;bench/?.lua;;" \
 	    LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/bench.lua
+
+# The torture (torture/run.lua): workers on several Lua versions under a chaos of kills, stops
+# and unlinks, checked by witnesses outside the library, for DURATION seconds. The stop hook
+# (an LD_PRELOAD of the tests, never of the library) widens the window into guard sections.
+TORTURE_VERSIONS ?= 5.4 5.1 luajit
+DURATION ?= 60
+TORTUREMOD := $(BUILD)/whtorture.so
+STOPSHIM := build/torture/stopshim.so
+
+$(TORTUREMOD): torture/whtorture.c csrc/compat.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR) -Icsrc -shared -o $@ $<
+
+$(STOPSHIM): torture/stopshim.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -D_GNU_SOURCE -fPIC $(WARNFLAGS) $(CFLAGS) -shared -o $@ $< -ldl
+
+torture-build:
+	@for v in 5.4 $(filter-out 5.4,$(TORTURE_VERSIONS)); do \
+	    $(MAKE) -s --no-print-directory LUA_VERSION=$$v BUILD=build/$$v all build/$$v/whtest.so \
+	        build/$$v/whtorture.so || exit 1; \
+	done
+	@$(MAKE) -s --no-print-directory $(STOPSHIM)
+
+torture:
+	@scripts/deps.sh --quiet
+	@$(MAKE) -s --no-print-directory torture-build
+	@WH_TORTURE_VERSIONS="$(TORTURE_VERSIONS)" WH_TORTURE_SHIM="$(CURDIR)/$(STOPSHIM)" \
+	    LUA_PATH="torture/?.lua;;" LUA_CPATH="build/5.4/?.so;;" lua5.4 torture/run.lua $(DURATION)
 
 # The protocol model (doc/FORMAT.md), checked exhaustively with spin; prints TAP lines.
 model:
