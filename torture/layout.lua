@@ -39,6 +39,7 @@ M.STOP = 0 -- the workers finish their operation and exit
 M.NEXT_CS = 1 -- source of critical-section ids
 M.MAX_OVERRUN = 2 -- longest wait past its deadline (or past its cancellation), microseconds
 M.EARLY = 3 -- waits that gave up before their deadline
+M.HEARTBEAT = 4 -- the supervisor's latest loop (us): workers stop once it is 15 s old
 
 -- Per worker slot k (0-based): 8 words.
 M.SLOT_BASE = 128

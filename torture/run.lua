@@ -22,7 +22,8 @@
 -- Environment: WH_TORTURE_DURATION (s, default 60), WH_TORTURE_WORKERS (14),
 -- WH_TORTURE_VERSIONS ("5.4 5.1 luajit"), WH_TORTURE_SEED, WH_TORTURE_BOUND
 -- (s, 1.0), WH_TORTURE_SHIM (the stop hook, torture/stopshim.c; "" for none),
--- WH_SHIM_STOP_PPM, and rates per second: WH_TORTURE_KILLS (3),
+-- WH_SHIM_STOP_PPM, WH_TORTURE_SABOTAGE (the torture's own test), WH_TORTURE_DEBUG (why
+-- each holder that died in its section is excused), and rates per second: WH_TORTURE_KILLS (3),
 -- WH_TORTURE_STOPS (1), WH_TORTURE_UNLINKS (0.3), WH_TORTURE_REG_UNLINKS (0.2).
 local T = require "whtest"
 local W = require "whtorture"
@@ -45,6 +46,7 @@ local BOUND = env("WH_TORTURE_BOUND", 1.0)
 local SHIM = env("WH_TORTURE_SHIM", "")
 -- The torture's own test: workers sometimes enter a critical section without the hold.
 local SABOTAGE = env("WH_TORTURE_SABOTAGE", 0)
+local DEBUG = env("WH_TORTURE_DEBUG", "") ~= ""
 local SHIM_PPM = env("WH_SHIM_STOP_PPM", 300)
 local RATE = {
   kill = env("WH_TORTURE_KILLS", 3), stop = env("WH_TORTURE_STOPS", 1),
@@ -428,18 +430,15 @@ local function fate(h, cs, t)
   return "pending"
 end
 
--- Could the hold of critical section cs (of a holder in slot k, seen at t) have been lost? Only
--- if its object file (one of js) or a registry shard was unlinked after the call that took it
--- began (less a little: the uncontended path looks at the files every few ms; more if the
--- worker was stopped meanwhile, e.g. between its look and its hold), and before t.
-local function could_be_lost(js, k, cs, t)
+-- Could the hold of critical section cs (seen at t) have been lost? Only if its object file (one
+-- of js) or a registry shard was unlinked after the call that took it began, and before t. (Less
+-- a little: the uncontended path looks at the files at most every 4 ms of the coarse clock, but
+-- always within the call that takes the hold, stopped or not.)
+local SLACK = 50e3
+local function could_be_lost(js, cs, t)
   local t0 = w:get(L.start_word(cs))
   if t0 == 0 or t0 > t then t0 = t - WINDOW end -- overwritten in the ring: be generous
-  local slack = 50e3
-  for _, st in ipairs(stops[k] or {}) do
-    if st >= t0 - 3e6 and st <= t then slack = 3e6 end
-  end
-  return unlink_near(js, t0 - slack, t)
+  return unlink_near(js, t0 - SLACK, t)
 end
 
 -- nil while undecided; else true or false; and why.
@@ -448,7 +447,25 @@ local function excused(h, cs, j, t)
   if f == "stale" then return true, "stale" end
   if f == "lost" then return true, "lost" end
   if f == "dead" then
-    local yes = could_be_lost({ j }, floor(h / L.LANES), cs, t)
+    local yes = could_be_lost({ j }, cs, t)
+    if DEBUG then
+      local k = floor(h / L.LANES)
+      local inc = incarnation_at(k, t)
+      local ss = {}
+      for _, st in ipairs(stops[k] or {}) do
+        if st >= inc.spawn then ss[#ss + 1] = ("%.3f"):format((st - t) / 1e6) end
+      end
+      local us_ = {}
+      for _, u in ipairs(unlinks) do
+        if u.t >= t - 5e6 and u.t <= t + 1e6 then
+          us_[#us_ + 1] = (u.j and L.OBJECTS[u.j].name or "reg") .. "@" .. ("%.3f"):format((u.t - t) / 1e6)
+        end
+      end
+      io.stderr:write(("DEBUG dead holder %d of %s cs %d: call began %.3f s before, killed %.3f s "
+        .. "after; its stops %s; unlinks %s -> %s\n"):format(h, L.OBJECTS[j].name, cs,
+        (t - w:get(L.start_word(cs))) / 1e6, ((inc.killed or inc.ended) - t) / 1e6,
+        table.concat(ss, ","), table.concat(us_, ","), tostring(yes)))
+    end
     return yes, yes and "dead after an unlink" or nil
   end
   if f == "pending" then return nil end
@@ -492,8 +509,7 @@ local function judge(final)
   end
   overcounts = keep2
   for _, l in ipairs(losts) do
-    local from = l.t0 - (l.stopped and 3e6 or 50e3)
-    if unlink_near(l.js, from, l.t1) then
+    if unlink_near(l.js, l.t0 - SLACK, l.t1) then
       bump("lost holds explained by an unlink")
     else
       violation("worker %d: a hold of %s (cs %s) was reported lost, but nothing was unlinked",
@@ -509,9 +525,12 @@ io.stdout:setvbuf("line")
 print(("torture: %g s, %d workers (%s), seed %d, lock directory %s"):format(DURATION, NWORKERS,
   table.concat(VERSIONS, ", "), SEED, DIR))
 local t_start = now()
+w:set(L.HEARTBEAT, us(t_start))
 for k = 0, NWORKERS - 1 do spawn(k) end
 local t_end, next_judge, next_report = t_start + DURATION, t_start + 1, t_start + 60
+local function main_loop()
 while now() < t_end do
+  w:set(L.HEARTBEAT, us(now()))
   for _, wk in pairs(workers) do drain(wk, 0) end
   reap()
   chaos()
@@ -521,10 +540,22 @@ while now() < t_end do
   end
   if now() >= next_report then
     next_report = now() + 60
-    print(("  %3d s: %d critical sections, %d kills, %d violations"):format(now() - t_start,
+    print(("  %3d s: %d critical sections, %d kills, %d violations"):format(floor(now() - t_start),
       w:get(L.NEXT_CS), stat["kills"], #violations))
   end
   T.sleep(0.002)
+end
+end
+
+-- Whatever goes wrong here, no worker outlives the supervisor (they also stop by themselves
+-- once its heartbeat is 15 s old).
+local ok, err = xpcall(main_loop, debug.traceback)
+if not ok then
+  w:set(L.STOP, 1)
+  for _, wk in pairs(workers) do T.kill(wk.pid, T.SIGKILL) end
+  io.stderr:write("torture: supervisor failed: ", tostring(err), "\n")
+  print("not ok - torture: the supervisor failed")
+  os.exit(2)
 end
 
 -- Stop: every worker ends its operation and exits; none may hang.
@@ -622,10 +653,20 @@ print(("deadlines: %d waits checked (%d with a cancellation); longest past its d
   c("cancel_checked"), w:get(L.MAX_OVERRUN) / 1000, BOUND * 1000, w:get(L.EARLY)))
 print(("unexpected errors: %d"):format(c("errors")))
 print(("violations: %d"):format(#violations))
+local summary = ("torture: %.0f s, %d critical sections, %d kills (%d inside the guard), %d stops, "
+  .. "%d unlinks, %d lost holds"):format(elapsed, total, stat["kills"] + c("self_kills"),
+  stat["kills inside the guard"], stat["stops"] + stat["self-stops (hook)"],
+  stat["unlinks of object files"] + stat["unlinks of registry shards"], c("lost"))
 if #violations > 0 then
   for i = 1, math.min(#violations, 50) do print("  " .. violations[i]) end
-  print("lock directory kept: " .. DIR)
+  if SABOTAGE ~= 0 then
+    os.execute("rm -rf '" .. base .. "'")
+  else
+    print("lock directory kept: " .. DIR)
+  end
+  print(("not ok - %s: %d violations"):format(summary, #violations))
   os.exit(1)
 end
+print(("ok - %s: violations: 0"):format(summary))
 os.execute("rm -rf '" .. base .. "'")
 os.exit(0)

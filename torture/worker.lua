@@ -466,6 +466,10 @@ end
 -- ---- main loop ----------------------------------------------------------------------
 
 while w:get(L.STOP) == 0 do
+  if us(now()) - w:get(L.HEARTBEAT) > 15e6 then
+    say("the supervisor is gone")
+    os.exit(3)
+  end
   local r = random()
   if r < 0.24 then op_lock(0)
   elseif r < 0.42 then op_ticket(0)
