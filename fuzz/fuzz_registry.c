@@ -27,6 +27,15 @@
 static struct wh_dir *dir;
 static char dirpath[64];
 
+/* The lock directory goes when the fuzzer exits normally (a crash leaves it, with the input). */
+static void cleanup(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dirpath);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", dirpath);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     struct wh_err e;
@@ -38,6 +47,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         fprintf(stderr, "fuzz_registry: cannot make a lock directory: %s\n", strerror(errno));
         abort();
     }
+    atexit(cleanup);
     return 0;
 }
 
