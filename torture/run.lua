@@ -441,6 +441,27 @@ local function could_be_lost(js, cs, t)
   return unlink_near(js, t0 - SLACK, t)
 end
 
+-- What the supervisor knows of holder h's critical section cs, seen at t (seconds from t).
+local function describe(h, cs, t)
+  local k = floor(h / L.LANES)
+  local inc = incarnation_at(k, t) or {}
+  local function rel(x) return x and ("%+.3f"):format((x - t) / 1e6) or "-" end
+  local ss = {}
+  for _, st in ipairs(stops[k] or {}) do
+    if st >= (inc.spawn or 0) and st <= t + 2e6 then ss[#ss + 1] = rel(st) end
+  end
+  local us_ = {}
+  for _, u in ipairs(unlinks) do
+    if u.t >= t - 5e6 and u.t <= t + 1e6 then
+      us_[#us_ + 1] = (u.j and L.OBJECTS[u.j].name or "registry") .. rel(u.t)
+    end
+  end
+  return ("holder %d (worker %d, incarnation %s) cs %d: fate %s, since %s, killed %s, ended %s; "
+    .. "its stops [%s]; unlinks [%s]"):format(h, k, tostring(inc.inc), cs, fate(h, cs, t),
+    rel(w:get(L.start_word(cs))), rel(inc.killed), rel(inc.ended), table.concat(ss, " "),
+    table.concat(us_, " "))
+end
+
 -- nil while undecided; else true or false; and why.
 local function excused(h, cs, j, t)
   local f = fate(h, cs, t)
@@ -448,24 +469,7 @@ local function excused(h, cs, j, t)
   if f == "lost" then return true, "lost" end
   if f == "dead" then
     local yes = could_be_lost({ j }, cs, t)
-    if DEBUG then
-      local k = floor(h / L.LANES)
-      local inc = incarnation_at(k, t)
-      local ss = {}
-      for _, st in ipairs(stops[k] or {}) do
-        if st >= inc.spawn then ss[#ss + 1] = ("%.3f"):format((st - t) / 1e6) end
-      end
-      local us_ = {}
-      for _, u in ipairs(unlinks) do
-        if u.t >= t - 5e6 and u.t <= t + 1e6 then
-          us_[#us_ + 1] = (u.j and L.OBJECTS[u.j].name or "reg") .. "@" .. ("%.3f"):format((u.t - t) / 1e6)
-        end
-      end
-      io.stderr:write(("DEBUG dead holder %d of %s cs %d: call began %.3f s before, killed %.3f s "
-        .. "after; its stops %s; unlinks %s -> %s\n"):format(h, L.OBJECTS[j].name, cs,
-        (t - w:get(L.start_word(cs))) / 1e6, ((inc.killed or inc.ended) - t) / 1e6,
-        table.concat(ss, ","), table.concat(us_, ","), tostring(yes)))
-    end
+    if DEBUG then io.stderr:write("DEBUG dead: ", describe(h, cs, t), " -> ", tostring(yes), "\n") end
     return yes, yes and "dead after an unlink" or nil
   end
   if f == "pending" then return nil end
@@ -483,9 +487,10 @@ local function judge(final)
     elseif (a == nil or b == nil) and not final then
       keep[#keep + 1] = ov
     else
-      violation("two holders of %s: holder %d (%s, cs %d) beside holder %d (%s, cs %d)",
-        L.OBJECTS[ov.j].name, ov.h, L.MODE_NAME[ov.mode], ov.cs, ov.oh, L.MODE_NAME[ov.om],
-        ov.ocs)
+      violation("two holders of %s: holder %d (%s, cs %d) beside holder %d (%s, cs %d)\n"
+        .. "    seen by: %s\n    seen:    %s", L.OBJECTS[ov.j].name, ov.h, L.MODE_NAME[ov.mode],
+        ov.cs, ov.oh, L.MODE_NAME[ov.om], ov.ocs, describe(ov.h, ov.cs, ov.t),
+        describe(ov.oh, ov.ocs, ov.t))
     end
   end
   overlaps = keep
@@ -512,8 +517,10 @@ local function judge(final)
     if unlink_near(l.js, l.t0 - SLACK, l.t1) then
       bump("lost holds explained by an unlink")
     else
-      violation("worker %d: a hold of %s (cs %s) was reported lost, but nothing was unlinked",
-        l.k, L.OBJECTS[l.js[1]].name, l.css)
+      violation("worker %d: a hold of %s (cs %s) was reported lost, but nothing was unlinked "
+        .. "after it was taken (%s): %s", l.k, L.OBJECTS[l.js[1]].name, l.css,
+        l.stopped and "stopped meanwhile" or "not stopped",
+        describe(l.k * L.LANES, tonumber(l.css:match("^%d+")), l.t1))
     end
   end
   losts = {}

@@ -8,7 +8,7 @@
 -- what it sees on stdout for the supervisor to judge:
 --   OVERLAP t j h cs mode other_h other_cs other_mode   a conflicting holder
 --   OVERCOUNT t j h cs max h:cs,h:cs,...                more tickets than max_count
---   LOST t_start t_end stopped cs j,j,...               a hold reported lost (is_lost)
+--   LOST since t_end stopped cs,.. j,..                 a hold reported lost (is_lost)
 --   OVERRUN form timeout elapsed / EARLY form timeout elapsed
 --   ERROR form code message                             an error no call should raise
 -- Compatible with Lua 5.1 to 5.4 and LuaJIT. Usage (by run.lua):
@@ -107,11 +107,16 @@ local function look(j, h, cs, mode)
   end
 end
 
-local function enter(lane, j, mode, t0)
+-- `since`: the earliest time the hold could have been taken on a file (or under a registry
+-- identity) that was already unlinked. The library looks at both within a few milliseconds
+-- before it takes a hold, so that is now, unless the worker was stopped since its call began
+-- (between the look and the hold), or the call took several holds one after another
+-- (acquire_all): then it is when the call began.
+local function enter(lane, j, mode, since)
   local h = K * L.LANES + lane
   local cs = w:add(L.NEXT_CS, 1)
-  local rec = { j = j, h = h, cs = cs, e = L.entry(j, h), mode = mode }
-  w:set(L.start_word(cs), us(t0))
+  local rec = { j = j, h = h, cs = cs, e = L.entry(j, h), mode = mode, since = since }
+  w:set(L.start_word(cs), us(since))
   w:set(rec.e, cs * 16 + mode)
   look(j, h, cs, mode)
   return rec
@@ -135,7 +140,7 @@ local function leave(recs, hd, t0, s0)
     count("lost")
     local js, css = {}, {}
     for _, r in ipairs(recs) do js[#js + 1] = r.j css[#css + 1] = r.cs end
-    say("LOST", us(t0), us(now()), w:get(STOPSEQ) ~= s0 and 1 or 0, table.concat(css, ","),
+    say("LOST", us(recs[1].since), us(now()), w:get(STOPSEQ) ~= s0 and 1 or 0, table.concat(css, ","),
       table.concat(js, ","))
   end
 end
@@ -286,7 +291,8 @@ local lanes_state = {}
 -- upgradeable read) may be upgraded inside.
 local function critical(lane, hd, specs, t0, s0, upg, kind, wrapped)
   local recs = {}
-  for i, s in ipairs(specs) do recs[i] = enter(lane, s[1], s[2], t0) end
+  local since = (#specs > 1 or w:get(STOPSEQ) ~= s0) and t0 or now()
+  for i, s in ipairs(specs) do recs[i] = enter(lane, s[1], s[2], since) end
   local st = lanes_state[lane]
   if st then st.hd, st.recs, st.t0, st.s0 = hd, recs, t0, s0 end
   count("cs_" .. kind)
