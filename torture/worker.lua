@@ -149,14 +149,14 @@ end
 
 local TIMEOUTS = { 0.001, 0.005, 0.02, 0.05, 0.1, 0.3 }
 
--- Calls f(...) for a wait of `timeout` seconds (nil: forever) that a cancellation may end at
--- cancel_at; returns "got" and the result, or "busy", "timeout", "cancelled", "error". Checks
--- that the wait ended by its deadline (or cancellation) plus BOUND and did not give up early,
--- unless this process was stopped meanwhile.
 -- An upgrade of a hold that was lost meanwhile (its file or registry shard unlinked) fails
 -- with one of these codes; the caller checks is_lost().
 local LOST_UPGRADE = { released = true, os = true, invalid_state = true }
 
+-- Calls f(...) for a wait of `timeout` seconds (nil: forever) that a cancellation may end at
+-- cancel_at; returns "got" and the result, or "busy", "timeout", "cancelled", "refused" (an
+-- upgrade, above), "error". Checks that the wait ended by its deadline (or cancellation) plus
+-- BOUND and did not give up early, unless this process was stopped meanwhile.
 local function timed(form, timeout, cancel_at, f, ...)
   local s0 = w:get(STOPSEQ)
   local t0 = now()
