@@ -14,6 +14,9 @@ if [ "${CI:-}" = "true" ]; then
     pkgs="$pkgs nginx libnginx-mod-http-lua curl wrk" # spec/openresty_spec.lua
 fi
 
+# Extra packages a make target needs (make fuzz, make torture set it).
+pkgs="$pkgs ${WH_DEPS_EXTRA:-}"
+
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
