@@ -61,7 +61,7 @@ struct lhandle {
     uint32_t mode;
     uint32_t flags;
     uint64_t token; /* fencing token of the hold (h.token), 0 if it has none */
-    void *ngx_cln; /* the nginx request cleanup that releases it (lngx.c), or NULL */
+    void *ngx_bind; /* its binding to the nginx request that releases it (lngx.c), or NULL */
 };
 
 struct lhandle *wh_tohandle(lua_State *L, int idx); /* NULL if not a handle */

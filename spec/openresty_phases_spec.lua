@@ -384,25 +384,20 @@ describe("OpenResty phases", function()
       H.eventually(function() return sem:info().held == 0 end, 1, "every ticket back")
     end)
 
-  -- Known bugs of the request scope (csrc/lngx.c and the facade's REQUEST_PHASES), found here;
-  -- WH_KNOWN_BUGS=1 runs these reproducers instead of marking them pending.
-  --
-  -- 1. nginx runs a request's cleanups (ngx_http_free_request) *before* its log phase, then
-  --    destroys the request's pool. A hold taken in log_by_lua is bound to a cleanup that never
-  --    runs, so it outlives its request, and the handle keeps a pointer to the cleanup record
-  --    in the freed pool: its later release or collection writes into freed memory
-  --    (wh_ngx_disarm). valgrind: "Invalid write of size 8 at wh_ngx_disarm (lngx.c:45) ...
-  --    inside a block of size 4,096 free'd by ngx_destroy_pool / ngx_http_free_request".
-  -- 2. set_by_lua and balancer_by_lua are not among the facade's REQUEST_PHASES, so their holds
-  --    outlive their request, although core.ngx_bind works there (doc/API.md: "a hold taken
-  --    while a request runs (rewrite to log) ... is given back when that request ... ends").
-  local KNOWN = os.getenv("WH_KNOWN_BUGS") == "1"
-
+  -- The request scope at the edges of a request. nginx runs a request's cleanups
+  -- (ngx_http_free_request) *before* its log phase, then destroys the request's pool: a hold
+  -- taken in log_by_lua is not bound (it lasts until released), and a binding whose cleanup
+  -- nginx never runs must not leave the handle pointing into the freed pool (csrc/lngx.c).
+  -- set_by_lua and balancer_by_lua run for the request: their holds end with it.
+  -- phases: { [phase] = holds left once the request has ended }
   local function scoped_holds(phases)
     ngx, port = N.start_nginx(dir, 1, {
       http = prelude(dir, [[
         KEEP = {}      -- referenced, and no garbage collection: only the request's end releases
-        function HOLD(name) KEEP[#KEEP + 1] = WH.lock(name, { dir = LOCKS }):try_acquire() end
+        function HOLD(name)
+          KEEP[#KEEP + 1] = assert(WH.lock(name, { dir = LOCKS }):try_acquire())
+          ngx.log(ngx.NOTICE, "taken in ", name)
+        end
       ]]) .. [[
         init_worker_by_lua_block { collectgarbage("stop") }
         upstream backend {
@@ -422,26 +417,25 @@ describe("OpenResty phases", function()
       ]],
     })
     assert.are.equal(N.TOKEN .. "\n", N.finished(get(port, "/scoped"), 10), error_log(dir))
-    H.sleep(0.2)
-    for _, phase in ipairs(phases) do
-      assert.are.equal(0, wh.lock(phase, { dir = dir .. "/locks" }):info().held,
-        "the hold taken in " .. phase .. " outlived its request")
+    for phase, left in pairs(phases) do
+      local l = wh.lock(phase, { dir = dir .. "/locks" })
+      H.eventually(function() return error_log(dir):find("taken in " .. phase, 1, true) end, 10,
+        "no hold taken in " .. phase)
+      H.eventually(function() return l:info().held == left end, 10,
+        "the hold taken in " .. phase .. ": " .. left .. " expected once the request ended")
+      -- and it stays so: the log phase's hold is not given back later either
+      assert.are.equal(left, l:info().held, phase)
     end
   end
 
-  it("(known bug) a hold taken in log_by_lua ends with its request, and its release touches no freed memory",
+  it("holds taken in set_by_lua and balancer_by_lua end with their request; one taken in log_by_lua lasts",
     function()
       if missing then return pending(missing) end
-      if not KNOWN then
-        return pending("known bug: a log-phase hold outlives its request and its handle points into the "
-          .. "freed request pool (use-after-free on release); WH_KNOWN_BUGS=1 reproduces it")
-      end
-      scoped_holds({ "log" })
+      scoped_holds({ set = 0, balancer = 0, log = 1 })
     end)
 
-  it("(known bug) the release of a handle taken in log_by_lua writes no freed memory (valgrind)", function()
+  it("a handle bound in log_by_lua (a cleanup nginx never runs) is released without touching freed memory (valgrind)", function()
     if missing then return pending(missing) end
-    if not KNOWN then return pending("known bug: see above; WH_KNOWN_BUGS=1 reproduces it under valgrind") end
     if not N.have("valgrind") then return pending("valgrind is not installed") end
     ngx, port = N.start_nginx(dir, 1, {
       main = "master_process off;",
@@ -449,24 +443,23 @@ describe("OpenResty phases", function()
       start_timeout = 60,
       http = prelude(dir, "L = WH.lock('logged', { dir = LOCKS })"),
       handlers = [[
-        location /take { content_by_lua_block { ngx.say("taken") } log_by_lua_block { KEEP = L:try_acquire() } }
-        location /release { content_by_lua_block { ngx.say(tostring(KEEP:release())) } }
+        location /take {
+          content_by_lua_block { ngx.say("taken") }
+          log_by_lua_block {  -- bound by hand: the facade does not bind in the log phase
+            KEEP = L:try_acquire()
+            BOUND = require("waithandles.core").ngx_bind(KEEP)
+          }
+        }
+        location /release { content_by_lua_block { ngx.say(tostring(BOUND), " ", tostring(KEEP:release())) } }
       ]],
     })
     assert.are.equal("taken\n", N.finished(get(port, "/take"), 30))
-    assert.are.equal("true\n", N.finished(get(port, "/release"), 30))
+    local logged = wh.lock("logged", { dir = dir .. "/locks" })
+    H.eventually(function() return logged:info().held == 1 end, 30, "held after the request")
+    assert.are.equal("true true\n", N.finished(get(port, "/release"), 30))
     N.stop_nginx(ngx)
     ngx = nil
     local log = H.read_file(dir .. "/valgrind.log") or ""
-    assert.is_nil(log:find("wh_ngx_disarm", 1, true), log)
-  end)
-
-  it("(known bug) holds taken in set_by_lua and balancer_by_lua end with their request", function()
-    if missing then return pending(missing) end
-    if not KNOWN then
-      return pending("known bug: set and balancer are not request phases for the facade, their holds "
-        .. "outlive the request; WH_KNOWN_BUGS=1 reproduces it")
-    end
-    scoped_holds({ "set", "balancer" })
+    assert.is_nil(log:find("Invalid", 1, true), log)
   end)
 end)
