@@ -61,11 +61,34 @@ static int obj_tostring(lua_State *L)
     return 1;
 }
 
+/* The methods of the object at idx forget its address (new_object_mt): the memory may be
+ * another userdata's once the object is collected, while a method lives on (a LuaJIT trace
+ * keeps what it called as a constant, a program may keep `o.acquire`). */
+static void forget_methods(lua_State *L, int idx)
+{
+    if (!lua_getmetatable(L, idx))
+        return;
+    lua_pushliteral(L, "__index");
+    lua_rawget(L, -2);
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            if (lua_iscfunction(L, -1)) {
+                lua_pushnil(L);
+                lua_setupvalue(L, -2, 1); /* no upvalue (a field's function): does nothing */
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 2);
+}
+
 static int obj_gc(lua_State *L)
 {
     struct lobj *u = wh_toobj(L, 1, 0);
     if (u != NULL) {
         struct wh_obj *o = u->o;
+        forget_methods(L, 1);
         u->o = NULL;
         for (int m = 0; m <= WH_MODE_UPGRADEABLE; m++)
             if (u->mtref[m] != LUA_NOREF)
@@ -78,7 +101,8 @@ static int obj_gc(lua_State *L)
 
 /* Pushes the metatable of the new object at obj: __index is a table of its type's methods and
  * its public fields (name, path, dir, kind, max_count). The C methods there are closures over
- * the object, which lets them recognise it with one comparison (lacquire.c). */
+ * the object's address, a light userdata, which lets them recognise it with one comparison
+ * (lacquire.c) without keeping it alive: obj_gc makes them forget it. */
 static void new_object_mt(lua_State *L, int obj, uint32_t kind, const char *name, const char *dir,
                           uint32_t max_count)
 {
@@ -94,7 +118,7 @@ static void new_object_mt(lua_State *L, int obj, uint32_t kind, const char *name
         lua_CFunction f = lua_tocfunction(L, -1);
         if (f != NULL) {
             lua_pop(L, 1);
-            lua_pushvalue(L, obj);
+            lua_pushlightuserdata(L, lua_touserdata(L, obj));
             lua_pushcclosure(L, f, 1);
         }
         lua_pushvalue(L, -2);

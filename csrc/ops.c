@@ -72,6 +72,15 @@ int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter 
     return wh_attempt_t(o, mode, ac_ns, w, guard_deadline, held, NULL, e);
 }
 
+/* Whether the holds of dead processes are to be looked for: abandonment_check (ac_ns) since the
+ * last scan, or a last scan that is not in [0, now], which a file written before a reboot holds
+ * (the monotonic clock starts again) or anything else wrote: a scan now, never an overflow. */
+static int reclaim_due(struct wh_obj_header *h, int64_t now, int64_t ac_ns)
+{
+    int64_t last = atomic_load(&h->last_reclaim);
+    return last < 0 || last > now || now - last >= ac_ns;
+}
+
 int wh_attempt_t(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
                  int64_t guard_deadline, uint64_t *held, uint64_t *token, struct wh_err *e)
 {
@@ -112,7 +121,7 @@ int wh_attempt_t(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waite
     r = wh_st_try(v, &c, mode, mine, w ? w->since : c.now);
     if (r == 0 && c.now == 0)
         c.now = wh_now();
-    if (r == 0 && c.now - atomic_load(&v->h->last_reclaim) >= ac_ns) {
+    if (r == 0 && reclaim_due(v->h, c.now, ac_ns)) {
         if (wh_st_reclaim(v, &c) && !wake)
             wake = 1;
         r = wh_st_try(v, &c, mode, mine, w ? w->since : c.now);
@@ -247,7 +256,7 @@ int wh_changed(struct wh_obj *o, const struct wh_waiter *w, int64_t ac_ns)
 {
     int64_t now = wh_now();
     return atomic_load(&o->v.h->seq) != w->seq || now - w->last_attempt >= WH_LEASE(w->interval) / 2 ||
-           now - atomic_load(&o->v.h->last_reclaim) >= ac_ns;
+           reclaim_due(o->v.h, now, ac_ns);
 }
 
 int64_t wh_poll_delay(const struct wh_waiter *w, int64_t now)

@@ -53,22 +53,6 @@ local function flat(what, n, before, after, started)
     after.maps, before.rss, after.rss, before.heap, after.heap))
 end
 
--- LuaJIT: compiled traces keep the objects whose methods they called alive (each object's
--- methods are closures over it, and a trace holds the closure it was specialised on) until the
--- traces are flushed: spec/findings_spec.lua. Only when what a phase left behind goes once the
--- traces are flushed is it counted as pinned (reported) rather than leaked (a failure).
-local pinned = 0
-local function unpinned(before, after)
-  local jit = rawget(_G, "jit")
-  if not jit or (after.fds <= before.fds and after.maps <= before.maps + 2) then return after end
-  local fds = after.fds
-  jit.flush()
-  after = sample()
-  pinned = pinned + (fds - after.fds)
-  print(("# %d objects were pinned by compiled traces until jit.flush()"):format(fds - after.fds))
-  return after
-end
-
 -- Runs body(i) for i = 1..n; the baseline is taken after the first tenth (the warm-up).
 local function soak(what, n, body, after_all)
   n = math.max(10, math.floor(n * SCALE))
@@ -78,7 +62,7 @@ local function soak(what, n, body, after_all)
   local before = sample()
   for i = warm + 1, n do body(i) end
   if after_all then after_all() end
-  flat(what, n, before, unpinned(before, sample()), started)
+  flat(what, n, before, sample(), started)
 end
 
 local function check(cond, msg)
@@ -155,7 +139,6 @@ soak("objects made, used, collected and removed", 10000, function(i)
   unremoved[#unremoved + 1] = name
   if i % 50 == 0 then remove_collected() end
 end)
-if rawget(_G, "jit") then jit.flush() end -- what traces pinned is counted above
 remove_collected()
 -- (LuaJIT may keep the last object or two alive from a stale stack slot for a while.)
 local left = #wh.list({ dir = dir })
@@ -208,6 +191,5 @@ print(("%s - the lock is free for the next comer"):format(h and "ok" or "not ok"
 if not h then failures = failures + 1 end
 
 os.execute("rm -rf '" .. dir .. "'")
-print(("# soak: %d failed%s"):format(failures, pinned > 0 and
-  (" (LuaJIT: %d objects pinned by compiled traces, freed by jit.flush())"):format(pinned) or ""))
+print(("# soak: %d failed"):format(failures))
 os.exit(failures == 0 and 0 or 1)

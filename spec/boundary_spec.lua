@@ -132,6 +132,40 @@ describe("the Lua boundary", function()
     H.assert_bad_argument(1, "info", function() return a.info(rw) end)
   end)
 
+  -- The methods are closures over the object's address, not the object (csrc/ltypes.c): a
+  -- LuaJIT trace keeps what it called as a constant, and used to keep every object whose
+  -- methods it had called open (found by the soak). A method kept after its object was
+  -- collected no longer recognises anything by address.
+  it("objects whose methods were called are collected (LuaJIT traces too)", function()
+    local p = wh.provider({ dir = dir })
+    for i = 1, 3000 do
+      local o = p:lock("o" .. i)
+      o:try_acquire():release()
+    end
+    collectgarbage()
+    collectgarbage()
+    local open = 0
+    for i = 1, 3000 do
+      if not p:remove("o" .. i) then open = open + 1 end
+    end
+    assert.are.equal(0, open, open .. " of 3000 garbage objects are still open")
+  end)
+
+  it("a method kept after its object was collected checks self like any other call", function()
+    local acquire = wh.lock("gone", { dir = dir }).try_acquire
+    collectgarbage()
+    collectgarbage()
+    local junk = {} -- userdata that may take the freed memory
+    for i = 1, 50 do junk[i] = io.tmpfile() end
+    for i = 1, 50 do junk[i]:close() end
+    local other = wh.lock("other", { dir = dir })
+    local h = acquire(other)
+    assert.are.equal(1, other:info().held)
+    h:release()
+    H.assert_bad_argument(1, "try_acquire", function() return acquire(io.stdout) end)
+    assert.is_true(wh.remove("gone", { dir = dir }))
+  end)
+
   it("argument errors carry the caller's file and line, from C and from the facade", function()
     local l = wh.lock("a", { dir = dir })
     local p = wh.provider({ dir = dir })
