@@ -1,0 +1,106 @@
+-- A C host that links waithandles statically (examples/embed, `make embed`), under every Lua
+-- it can link: the headers and the static library of Lua 5.1-5.4 (liblua5.X-dev) and LuaJIT
+-- (libluajit2-5.1-dev). In it, scripts contend with a separate process, lua_close releases
+-- what a script left held, and several lua_States in threads of the process share objects
+-- under a witness in C. Runs in the plain Lua 5.4 run of the suite (it does not depend on the
+-- Lua that runs busted).
+local H = require "helpers"
+local X = require "hosts"
+
+local EXAMPLES = X.ROOT .. "/examples/embed"
+
+-- Why Lua `v` cannot be linked here, or nil.
+local function unlinkable(v)
+  local inc = v == "luajit" and "/usr/include/luajit-2.1/lua.h" or ("/usr/include/lua" .. v .. "/lua.h")
+  local lib = v == "luajit" and "libluajit-5.1.a" or ("liblua" .. v .. ".a")
+  if not H.exists(inc) then return "no " .. inc end
+  if not H.sh("cc -print-file-name=" .. lib):find("/", 1, true) then return "no " .. lib end
+  return nil
+end
+
+local skip = X.not_plain_run()
+
+describe("a C host linking libwaithandles.a", function()
+  after_each(H.cleanup)
+
+  for _, v in ipairs(X.VERSIONS) do
+    local why = skip or unlinkable(v)
+    local bin = X.ROOT .. "/build/" .. v .. "/embed/"
+    local function build()
+      local ok, out = X.make(("LUA_VERSION=%s BUILD=build/%s embed"):format(v, v))
+      assert(ok, "make embed LUA_VERSION=" .. v .. " failed:\n" .. out)
+    end
+
+    if why then
+      pending(("Lua %s: %s"):format(v, why), function() end)
+    else
+      it(("Lua %s: scripts in the host and a lua process keep one counter exact"):format(v), function()
+        build()
+        local dir = H.tmpdir()
+        local counter = dir .. "/counter"
+        -- Both start while the lock is held here, so they contend from their first round.
+        local held = require("waithandles").lock("embed-counter", { dir = dir }):acquire(5)
+        local env = { WAITHANDLES_DIR = dir, COUNTER_FILE = counter, ROUNDS = "150" }
+        local host = X.start({ bin .. "host", EXAMPLES .. "/counter.lua" }, env)
+        local lua_env = X.paths("5.4")
+        for k, x in pairs(env) do lua_env[k] = x end
+        local lua = X.start({ H.lua, EXAMPLES .. "/counter.lua" }, lua_env)
+        local lock = require("waithandles").lock("embed-counter", { dir = dir })
+        H.eventually(function() return lock:info().waiting >= 2 end, 10, "both processes waiting")
+        held:release()
+        local st = host:wait(60)
+        assert.are.same({ code = 0 }, st, host:output())
+        assert.is_truthy(host:output():find("counter: 150 increments", 1, true), host:output())
+        st = lua:wait(60)
+        assert.are.same({ code = 0 }, st, lua:output())
+        assert.are.equal("300", H.read_file(counter))
+      end)
+
+      it(("Lua %s: lua_close releases what a script left held"):format(v), function()
+        build()
+        local dir = H.tmpdir()
+        local st, out = X.run({ bin .. "host", EXAMPLES .. "/leave.lua", EXAMPLES .. "/after.lua" },
+          { WAITHANDLES_DIR = dir })
+        assert.are.same({ code = 0 }, st, out)
+        assert.is_truthy(out:find("leave: holding embed-left", 1, true), out)
+        assert.is_truthy(out:find("after: embed-left is free", 1, true), out)
+      end)
+
+      it(("Lua %s: lua_States in 4 threads share a lock, a semaphore and an rwlock"):format(v),
+        function()
+          build()
+          local dir = H.tmpdir()
+          local st, out = X.run({ bin .. "threads", "4", "150" }, { WAITHANDLES_DIR = dir })
+          assert.are.same({ code = 0 }, st, out)
+          local counter, most_lock, most_sem, most_read, most_write, violations = out:match(
+            "counter (%d+/%d+) most lock (%d+) sem (%d+) read (%d+) write (%d+) violations (%d+)")
+          assert.are.equal("600/600", counter, out)
+          assert.are.equal("1", most_lock, out)
+          assert.is_true(tonumber(most_sem) <= 2, out)
+          assert.are.equal("1", most_write, out)
+          assert.is_true(tonumber(most_read) >= 1, out)
+          assert.are.equal("0", violations, out)
+        end)
+    end
+  end
+
+  if not skip and not unlinkable("5.4") then
+    it("make install puts libwaithandles.a and waithandles.h where a host builds with them", function()
+      local prefix = H.tmpdir()
+      local ok, out = X.make("LUA_VERSION=5.4 BUILD=build/5.4 install PREFIX=" .. prefix)
+      assert(ok, out)
+      assert.is_true(H.exists(prefix .. "/include/waithandles.h"))
+      assert.is_true(H.exists(prefix .. "/lib/lua/5.4/libwaithandles.a"))
+      -- Only the installed header and archive (and the facade's array, from the build).
+      out = H.sh(("cc -std=gnu11 -Wall -Wextra -Werror -I%s/include -I%s/build/5.4/embed "
+        .. "-I/usr/include/lua5.4 -o %s/host %s/host.c %s/lib/lua/5.4/libwaithandles.a "
+        .. "-l:liblua5.4.a -lm -ldl -pthread && echo built"):format(prefix, X.ROOT, prefix,
+        EXAMPLES, prefix))
+      assert.is_truthy(out:find("built", 1, true), out)
+      local st
+      st, out = X.run({ prefix .. "/host", EXAMPLES .. "/leave.lua", EXAMPLES .. "/after.lua" },
+        { WAITHANDLES_DIR = H.tmpdir() })
+      assert.are.same({ code = 0 }, st, out)
+    end)
+  end
+end)
