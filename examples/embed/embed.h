@@ -41,7 +41,7 @@ static void embed_open_waithandles(lua_State *L)
 #else /* 5.1 and LuaJIT: no luaL_requiref; the loader goes into package.preload */
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "preload");
-    lua_pushcfunction(L, (lua_CFunction)luaopen_waithandles_core);
+    lua_pushcfunction(L, luaopen_waithandles_core);
     lua_setfield(L, -2, "waithandles.core");
 #endif
     lua_pushcfunction(L, embed_load_facade);

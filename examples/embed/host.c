@@ -1,5 +1,6 @@
 /*
- * A small C host that links waithandles statically (make embed; examples/embed/README).
+ * A small C host that links waithandles statically (make embed; README.md, "Embedding in a
+ * C host").
  *
  *     host SCRIPT...
  *
