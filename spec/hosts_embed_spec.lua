@@ -25,6 +25,7 @@ describe("a C host linking libwaithandles.a", function()
 
   for _, v in ipairs(X.VERSIONS) do
     local why = skip or unlinkable(v)
+    local lua = v == "luajit" and "LuaJIT" or ("Lua " .. v)
     local bin = X.ROOT .. "/build/" .. v .. "/embed/"
     local function build()
       local ok, out = X.make(("LUA_VERSION=%s BUILD=build/%s embed"):format(v, v))
@@ -32,9 +33,9 @@ describe("a C host linking libwaithandles.a", function()
     end
 
     if why then
-      pending(("Lua %s: %s"):format(v, why), function() end)
+      pending(("%s: %s"):format(lua, why), function() end)
     else
-      it(("Lua %s: scripts in the host and a lua process keep one counter exact"):format(v), function()
+      it(lua .. ": scripts in the host and a lua process keep one counter exact", function()
         build()
         local dir = H.tmpdir()
         local counter = dir .. "/counter"
@@ -42,21 +43,21 @@ describe("a C host linking libwaithandles.a", function()
         local held = require("waithandles").lock("embed-counter", { dir = dir }):acquire(5)
         local env = { WAITHANDLES_DIR = dir, COUNTER_FILE = counter, ROUNDS = "150" }
         local host = X.start({ bin .. "host", EXAMPLES .. "/counter.lua" }, env)
-        local lua_env = X.paths("5.4")
+        local lua_env = X.paths(X.VERSION)
         for k, x in pairs(env) do lua_env[k] = x end
-        local lua = X.start({ H.lua, EXAMPLES .. "/counter.lua" }, lua_env)
+        local peer = X.start({ H.lua, EXAMPLES .. "/counter.lua" }, lua_env)
         local lock = require("waithandles").lock("embed-counter", { dir = dir })
         H.eventually(function() return lock:info().waiting >= 2 end, 10, "both processes waiting")
         held:release()
         local st = host:wait(60)
         assert.are.same({ code = 0 }, st, host:output())
         assert.is_truthy(host:output():find("counter: 150 increments", 1, true), host:output())
-        st = lua:wait(60)
-        assert.are.same({ code = 0 }, st, lua:output())
+        st = peer:wait(60)
+        assert.are.same({ code = 0 }, st, peer:output())
         assert.are.equal("300", H.read_file(counter))
       end)
 
-      it(("Lua %s: lua_close releases what a script left held"):format(v), function()
+      it(lua .. ": lua_close releases what a script left held", function()
         build()
         local dir = H.tmpdir()
         local st, out = X.run({ bin .. "host", EXAMPLES .. "/leave.lua", EXAMPLES .. "/after.lua" },
@@ -66,7 +67,7 @@ describe("a C host linking libwaithandles.a", function()
         assert.is_truthy(out:find("after: embed-left is free", 1, true), out)
       end)
 
-      it(("Lua %s: lua_States in 4 threads share a lock, a semaphore and an rwlock"):format(v),
+      it(lua .. ": lua_States in 4 threads share a lock, a semaphore and an rwlock",
         function()
           build()
           local dir = H.tmpdir()
