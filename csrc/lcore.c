@@ -6,6 +6,7 @@
  */
 #include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -240,8 +241,16 @@ struct puc51_state {
     unsigned short nCcalls, baseCcalls;
 };
 
+/* LuaJIT's lua_isyieldable, or NULL under PUC 5.1: looked up once per process, by whichever
+ * thread asks first (lua_States of several threads of a host may ask at once). */
 static int (*jit_isyieldable)(lua_State *L);
-static int jit_checked;
+static pthread_once_t jit_once = PTHREAD_ONCE_INIT;
+
+static void jit_lookup(void)
+{
+    if (dlsym(RTLD_DEFAULT, "luaJIT_setmode") != NULL)
+        *(void **)&jit_isyieldable = dlsym(RTLD_DEFAULT, "lua_isyieldable");
+}
 
 static int puc51_yieldable(lua_State *L)
 {
@@ -267,11 +276,7 @@ int wh_lua_yieldable(lua_State *L)
     (void)L;
     return -1;
 #else
-    if (!jit_checked) {
-        if (dlsym(RTLD_DEFAULT, "luaJIT_setmode") != NULL)
-            *(void **)&jit_isyieldable = dlsym(RTLD_DEFAULT, "lua_isyieldable");
-        jit_checked = 1;
-    }
+    pthread_once(&jit_once, jit_lookup);
     if (jit_isyieldable != NULL)
         return jit_isyieldable(L) != 0;
     return puc51_yieldable(L);

@@ -89,6 +89,11 @@ if [ $ci = 1 ]; then
         CC=clang BUILD=build/tsan SANFLAGS='-fsanitize=thread -fno-omit-frame-pointer' embed && \
         mkdir -p '$log/tsan' && WAITHANDLES_DIR='$log/tsan/locks' TSAN_OPTIONS=halt_on_error=1 \
         build/tsan/embed/threads 8 100"
+    # The 5.1 ABI (PUC 5.1 and LuaJIT) has its own yieldability check, looked up once per process.
+    check "C host (Lua 5.1 ABI): lua_States in 8 threads under ThreadSanitizer" sh -c "$MAKE -s \
+        --no-print-directory CC=clang LUA_VERSION=5.1 BUILD=build/tsan-5.1 \
+        SANFLAGS='-fsanitize=thread -fno-omit-frame-pointer' embed && mkdir -p '$log/tsan-5.1' && \
+        WAITHANDLES_DIR='$log/tsan-5.1/locks' TSAN_OPTIONS=halt_on_error=1 build/tsan-5.1/embed/threads 8 100"
     check "C host: scripts and lua_close under ASan+UBSan" sh -c "$MAKE -s --no-print-directory \
         CC=clang BUILD=build/asan-embed SANFLAGS='$SAN_EXE' embed && mkdir -p '$log/asan-embed' && \
         cd examples/embed && WAITHANDLES_DIR='$log/asan-embed/locks' COUNTER_FILE='$log/asan-embed/n' \

@@ -85,6 +85,33 @@ describe("a C host linking libwaithandles.a", function()
     end
   end
 
+  -- On the 5.1 ABI (PUC 5.1, LuaJIT) the core looks up LuaJIT's lua_isyieldable once per
+  -- process, from whichever thread's lua_State first asks whether it can yield
+  -- (wh_lua_yieldable in csrc/lcore.c, under pthread_once): lua_States in threads of a host
+  -- ask at once, and ThreadSanitizer finds no race. (CI also runs the 5.4 and 5.1 builds of
+  -- the threads host under TSan, scripts/test.sh.)
+  for _, v in ipairs({ "5.1", "luajit" }) do
+    local why = skip or unlinkable(v) or (not X.have("clang") and "no clang")
+    local lua = v == "luajit" and "LuaJIT" or ("Lua " .. v)
+    local title = lua .. ": lua_States in 8 threads are free of data races under ThreadSanitizer"
+    if why then
+      pending(("%s: %s"):format(title, why), function() end)
+    else
+      it(title, function()
+        local build = "build/tsan-" .. v
+        local ok, out = X.make("CC=clang LUA_VERSION=" .. v .. " BUILD=" .. build
+          .. " 'SANFLAGS=-fsanitize=thread -fno-omit-frame-pointer' embed")
+        assert(ok, out)
+        local st
+        st, out = X.run({ X.ROOT .. "/" .. build .. "/embed/threads", "8", "50" },
+          { WAITHANDLES_DIR = H.tmpdir(), TSAN_OPTIONS = "halt_on_error=1:exitcode=66" })
+        assert.are.same({ code = 0 }, st, out)
+        assert.is_falsy(out:find("ThreadSanitizer", 1, true), out)
+        assert.is_truthy(out:find("violations 0", 1, true), out)
+      end)
+    end
+  end
+
   if not skip and not unlinkable("5.4") then
     it("make install puts libwaithandles.a and waithandles.h where a host builds with them", function()
       local prefix = H.tmpdir()
