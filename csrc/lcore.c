@@ -193,6 +193,7 @@ const luaL_Reg wh_provider_methods[] = {{"lock", p_lock},
                                         {"semaphore", p_semaphore},
                                         {"rwlock", p_rwlock},
                                         {"remove", p_remove},
+                                        {"event", wh_l_p_event},
                                         {NULL, NULL}};
 
 /* ---- the facade's hooks ---- */
@@ -202,10 +203,10 @@ const luaL_Reg wh_provider_methods[] = {{"lock", p_lock},
 static int l_install(lua_State *L)
 {
     static const char *const kinds[] = {"lock", "semaphore", "rwlock", "upgrade", "provider",
-                                        NULL};
-    static const char *const tables[] = {WH_T_LOCK "#methods", WH_T_SEMAPHORE "#methods",
-                                         WH_T_RWLOCK "#methods", WH_T_UPGRADE "#methods",
-                                         WH_T_PROVIDER "#methods"};
+                                        "event", NULL};
+    static const char *const tables[] = {WH_T_LOCK "#methods",     WH_T_SEMAPHORE "#methods",
+                                         WH_T_RWLOCK "#methods",   WH_T_UPGRADE "#methods",
+                                         WH_T_PROVIDER "#methods", WH_T_EVENT "#methods"};
     const char *key = luaL_checkstring(L, 1), *dot = strchr(key, '.');
     int k;
     luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -313,7 +314,7 @@ __attribute__((visibility("default"))) int luaopen_waithandles_core(lua_State *L
 {
     static const luaL_Reg ctors[] = {{"lock", m_lock},       {"semaphore", m_semaphore},
                                      {"rwlock", m_rwlock},   {"remove", m_remove},
-                                     {NULL, NULL}};
+                                     {"event", wh_l_event},  {NULL, NULL}};
     static const luaL_Reg funcs[] = {{"provider", m_provider}, {"safe_name", m_safe_name},
                                      {"install", l_install},   {"yieldable", l_yieldable},
                                      {"error", l_error},       {"now", l_now},
@@ -345,6 +346,7 @@ __attribute__((visibility("default"))) int luaopen_waithandles_core(lua_State *L
     lua_setfield(L, -2, "new_provider");
     lua_newtable(L);
     wh_setfuncs(L, wh_async_starts, 0);
+    wh_setfuncs(L, wh_event_starts, 0);
     wh_setfuncs(L, all, 0);
     lua_setfield(L, -2, "starts");
     lua_pushinteger(L, WH_FORMAT_VERSION);

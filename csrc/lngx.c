@@ -28,7 +28,7 @@ struct ngx_cleanup { /* ngx_http_cleanup_t */
 static void *(*get_exdata)(lua_State *L);
 static struct ngx_cleanup *(*cleanup_add)(void *r, size_t size);
 static int resolved;
-static int any_hook; /* some lua_State of the process has one: only then look it up */
+int wh_any_hook; /* some lua_State of the process has one: only then look it up */
 #define HOOK_KEY "waithandles.acquire_hook"
 
 static void on_request_end(void *data)
@@ -82,13 +82,13 @@ static int l_set_acquire_hook(lua_State *L)
         luaL_checktype(L, 1, LUA_TFUNCTION);
     lua_settop(L, 1);
     lua_setfield(L, LUA_REGISTRYINDEX, HOOK_KEY);
-    any_hook = 1;
+    wh_any_hook = 1;
     return 0;
 }
 
 void wh_acquired(lua_State *L, int scope_worker)
 {
-    if (!any_hook || scope_worker)
+    if (!wh_any_hook || scope_worker)
         return;
     lua_getfield(L, LUA_REGISTRYINDEX, HOOK_KEY);
     if (lua_isnil(L, -1)) {

@@ -19,14 +19,14 @@
 
 #include "lcore.h"
 
-static const char *const obj_tname[] = {NULL, WH_T_LOCK, WH_T_SEMAPHORE, WH_T_RWLOCK};
-static const char *const obj_kind[] = {NULL, "lock", "semaphore", "rwlock"};
+static const char *const obj_tname[] = {NULL, WH_T_LOCK, WH_T_SEMAPHORE, WH_T_RWLOCK, WH_T_EVENT};
+static const char *const obj_kind[] = {NULL, "lock", "semaphore", "rwlock", "event"};
 
 /* ---- objects ---- */
 
 const char *wh_obj_typename(uint32_t kind)
 {
-    return kind >= 1 && kind <= 3 ? obj_tname[kind] : "waithandles object";
+    return kind >= 1 && kind <= 4 ? obj_tname[kind] : "waithandles object";
 }
 
 struct lobj *wh_toobj(lua_State *L, int idx, uint32_t kind)
@@ -113,6 +113,9 @@ static void new_object_mt(lua_State *L, int obj, uint32_t kind, const char *name
     if (kind == WH_KIND_SEMAPHORE) {
         lua_pushinteger(L, (lua_Integer)max_count);
         lua_setfield(L, index, "max_count");
+    } else if (kind == WH_KIND_EVENT) {
+        lua_pushboolean(L, (max_count & ~WH_EVENT_INITIAL) == WH_EVENT_AUTO);
+        lua_setfield(L, index, "auto_reset");
     }
     lua_setfield(L, mt, "__index");
     lua_pushcfunction(L, obj_gc);
@@ -121,10 +124,7 @@ static void new_object_mt(lua_State *L, int obj, uint32_t kind, const char *name
     lua_setfield(L, mt, "__tostring");
     lua_pushcfunction(L, obj_newindex);
     lua_setfield(L, mt, "__newindex");
-    lua_pushstring(L, obj_tname[kind]);
-    lua_setfield(L, mt, "__name");
-    lua_pushstring(L, obj_tname[kind]);
-    lua_setfield(L, mt, "__metatable");
+    wh_set_type_name(L, mt, obj_tname[kind]);
 }
 
 /* The file name of `name` (at stack index idx): escaped, or checked with exact_name. */
@@ -152,11 +152,12 @@ int wh_new_object(lua_State *L, uint32_t kind, int provider, int name, uint32_t 
     static const struct {
         uint32_t mode;
         const char *kind;
-    } modes[4][3] = {{{0, NULL}},
+    } modes[5][3] = {{{0, NULL}},
                      {{WH_MODE_LOCK, "lock"}},
                      {{WH_MODE_LOCK, "semaphore"}},
                      {{WH_MODE_READ, "read"}, {WH_MODE_WRITE, "write"},
-                      {WH_MODE_UPGRADEABLE, "upgradeable_read"}}};
+                      {WH_MODE_UPGRADEABLE, "upgradeable_read"}},
+                     {{0, NULL}}};
     struct wh_settings s;
     struct wh_err e;
     struct wh_dir *d;
@@ -188,7 +189,8 @@ int wh_new_object(lua_State *L, uint32_t kind, int provider, int name, uint32_t 
     }
     for (int i = 0; i < 3 && modes[kind][i].kind != NULL; i++) {
         uint32_t m = modes[kind][i].mode;
-        wh_new_handle_mt(L, &s, modes[kind][i].kind, ename, m == WH_MODE_UPGRADEABLE);
+        wh_new_handle_mt(L, &s, modes[kind][i].kind, ename, m == WH_MODE_UPGRADEABLE,
+                         &u->token_box[m]);
         u->cookie[m] = lua_topointer(L, -1);
         u->mtref[m] = luaL_ref(L, LUA_REGISTRYINDEX);
     }
@@ -273,6 +275,14 @@ static int error_tostring(lua_State *L)
 
 /* ---- metatables, built once ---- */
 
+void wh_set_type_name(lua_State *L, int mt, const char *name)
+{
+    lua_pushstring(L, name);
+    lua_setfield(L, mt, "__name");
+    lua_pushstring(L, name);
+    lua_setfield(L, mt, "__metatable"); /* getmetatable() gives the name, not the table */
+}
+
 /* A metatable `tname` in the registry with metamethods `meta`, __name, __metatable, and an
  * __index: the table of `methods` or, given `index`, that function over it. */
 void wh_new_type(lua_State *L, const char *tname, const luaL_Reg *meta, const luaL_Reg *methods,
@@ -286,10 +296,7 @@ void wh_new_type(lua_State *L, const char *tname, const luaL_Reg *meta, const lu
             lua_pushcclosure(L, index, 1);
         lua_setfield(L, -2, "__index");
     }
-    lua_pushstring(L, tname);
-    lua_setfield(L, -2, "__name");
-    lua_pushstring(L, tname);
-    lua_setfield(L, -2, "__metatable");
+    wh_set_type_name(L, lua_gettop(L), tname);
     lua_pop(L, 1);
 }
 
@@ -309,13 +316,14 @@ void wh_open_types(lua_State *L)
     static const luaL_Reg token_methods[] = {
         {"cancel", token_cancel}, {"is_cancelled", token_is_cancelled}, {NULL, NULL}};
     static const luaL_Reg error_meta[] = {{"__tostring", error_tostring}, {NULL, NULL}};
-    const luaL_Reg *methods[] = {NULL, wh_lock_methods, wh_semaphore_methods, wh_rwlock_methods};
+    const luaL_Reg *methods[] = {NULL, wh_lock_methods, wh_semaphore_methods, wh_rwlock_methods,
+                                 wh_event_methods};
 
     /* Error objects are plain tables: users read their metatable's __tostring. */
     luaL_newmetatable(L, WH_T_ERROR);
     wh_setfuncs(L, error_meta, 0);
     lua_pop(L, 1);
-    for (uint32_t k = 1; k <= 3; k++)
+    for (uint32_t k = 1; k <= 4; k++)
         new_methods(L, obj_tname[k], methods[k]);
     new_methods(L, WH_T_PROVIDER, wh_provider_methods);
     lua_pushliteral(L, WH_T_PROVIDER "#methods");

@@ -69,12 +69,19 @@ void wh_waiter_init(struct wh_waiter *w, uint32_t mode, int futex, int64_t since
 int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
                int64_t guard_deadline, uint64_t *held, struct wh_err *e)
 {
+    return wh_attempt_t(o, mode, ac_ns, w, guard_deadline, held, NULL, e);
+}
+
+int wh_attempt_t(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
+                 int64_t guard_deadline, uint64_t *held, uint64_t *token, struct wh_err *e)
+{
     const struct wh_view *v = &o->v;
     struct wh_ctx c;
     int wake = 0, r, mine = -1;
     int64_t lease_ns = w != NULL ? WH_LEASE(w->interval) : 0;
     uint32_t seen = w != NULL ? w->seq : 0;
-    uint64_t me = wh_dir_me(o->dir, e);
+    int64_t coarse = wh_now_coarse(); /* one clock read for both rate-limited checks */
+    uint64_t me = wh_dir_me_at(o->dir, coarse, e);
 
     if (me == 0) {
         wh_err_about(e, wh_kind_name(o->v.kind), o->name);
@@ -82,7 +89,7 @@ int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter 
     }
     /* Never a hold on a file that is no longer the object: the caller opens the path again. A
      * waiter looks every time; the uncontended path every few milliseconds. */
-    if (wh_obj_replaced(o, w != NULL))
+    if (wh_obj_replaced_at(o, w != NULL ? 0 : coarse))
         return wh_fail(e, WH_EREPLACED, ENOENT,
                        "the file of %s '%s' in %s was removed or replaced by something other "
                        "than waithandles (a tmp cleaner, or systemd-logind RemoveIPC?): use a "
@@ -120,6 +127,9 @@ int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter 
     }
     if (r == 1) {
         *held = me;
+        if (token != NULL) /* the one this acquisition took, for exclusive holds and tickets */
+            *token = mode == WH_MODE_READ || mode == WH_MODE_UPGRADEABLE ? 0
+                                                                        : atomic_load(&v->h->token);
         if (w != NULL && w->idx >= 0) {
             wh_st_withdraw(v, w->idx, w->tag, me);
             w->idx = -1;
@@ -146,12 +156,18 @@ int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter 
 int wh_wait(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
             int64_t deadline, uint64_t *held, struct wh_err *e)
 {
+    return wh_wait_t(o, mode, ac_ns, w, deadline, held, NULL, e);
+}
+
+int wh_wait_t(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
+              int64_t deadline, uint64_t *held, uint64_t *token, struct wh_err *e)
+{
     /* The waiter wakes at least every `interval` to refresh its mark (and see whether a
      * reclamation is due), whatever abandonment_check is. */
     w->interval = ac_ns < WH_BLOCK_SLICE_NS ? ac_ns : WH_BLOCK_SLICE_NS;
     for (;;) {
         int64_t now, slice;
-        int r = wh_attempt(o, mode, ac_ns, w, deadline, held, e);
+        int r = wh_attempt_t(o, mode, ac_ns, w, deadline, held, token, e);
         if (r != 0)
             return r;
         now = wh_now();

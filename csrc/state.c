@@ -80,15 +80,14 @@ static void recount_waits(const struct wh_view *v)
 }
 
 /*
- * Waiters that come before an attempt in `mode` by a caller waiting since
- * `since` in entry `mine` (-1: none). A waiting writer or upgrade excludes
- * every new read and upgradeable read (writer preference); among waiters for
- * the same thing, one that has waited more than WH_BARGE_NS and longer than
- * the caller comes first (bounded barging). Returns how many come first,
- * counting at most `cap`.
+ * Live waiters that come before an attempt in `mode` by a caller waiting since `since` in
+ * entry `mine` (-1: none), counting at most `cap`: every waiting writer or upgrade before a
+ * read or upgradeable read (writer preference); before anything else, the entries of the same
+ * mode (never READ) that waited longer than the caller, and at least `min_age`; an UPGRADE
+ * comes after nobody.
  */
-static uint32_t waiters_first(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode,
-                              int mine, int64_t since, uint32_t cap)
+static uint32_t count_ahead(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode,
+                            int mine, int64_t since, uint32_t cap, int64_t min_age)
 {
     uint32_t n = 0;
     if (atomic_load(&v->h->nwaiting) == 0 || mode == WH_MODE_UPGRADE)
@@ -100,37 +99,27 @@ static uint32_t waiters_first(const struct wh_view *v, const struct wh_ctx *c, u
         if ((int)i == mine || !entry_live(&v->waits[i], c->now, &id, &m, &s))
             continue;
         if (is_rw(v) && (mode == WH_MODE_READ || mode == WH_MODE_UPGRADEABLE) &&
-            (m == WH_MODE_WRITE || m == WH_MODE_UPGRADE)) {
+            (m == WH_MODE_WRITE || m == WH_MODE_UPGRADE))
             n++;
-            continue;
-        }
-        if (m != mode || mode == WH_MODE_READ)
-            continue;
-        if (s <= c->now - WH_BARGE_NS && (s < since || (s == since && (int)i < mine)))
+        else if (m == mode && mode != WH_MODE_READ && s <= c->now - min_age &&
+                 (s < since || (s == since && (int)i < mine)))
             n++;
     }
     return n;
 }
 
+/* Those that come first now: a waiter of the same mode only once it has waited more than
+ * WH_BARGE_NS (bounded barging). */
+static uint32_t waiters_first(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode,
+                              int mine, int64_t since, uint32_t cap)
+{
+    return count_ahead(v, c, mode, mine, since, cap, WH_BARGE_NS);
+}
+
 uint32_t wh_st_ahead(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, int mine,
                      int64_t since)
 {
-    uint32_t n = 0;
-    if (atomic_load(&v->h->nwaiting) == 0 || mode == WH_MODE_UPGRADE)
-        return 0;
-    for (uint32_t i = 0; i < v->nwait; i++) {
-        uint64_t id;
-        uint32_t m;
-        int64_t s;
-        if ((int)i == mine || !entry_live(&v->waits[i], c->now, &id, &m, &s))
-            continue;
-        if (is_rw(v) && (mode == WH_MODE_READ || mode == WH_MODE_UPGRADEABLE) &&
-            (m == WH_MODE_WRITE || m == WH_MODE_UPGRADE))
-            n++; /* writer preference: every waiting writer comes first */
-        else if (m == mode && mode != WH_MODE_READ && (s < since || (s == since && (int)i < mine)))
-            n++;
-    }
-    return n;
+    return count_ahead(v, c, mode, mine, since, UINT32_MAX, 0);
 }
 
 int wh_st_register(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, int64_t since,
@@ -273,6 +262,14 @@ int wh_st_admits(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode)
     return room(v, c, mode) > 0;
 }
 
+/* A new fencing token for an exclusive hold or a ticket, stored before the hold is taken: a
+ * crash in between burns a token, never hands one out twice. */
+static void bump_token(struct wh_obj_header *h)
+{
+    uint64_t t = LD(&h->token);
+    ST(&h->token, t < WH_TOKEN_MAX ? t + 1 : t);
+}
+
 int wh_st_try(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, int my_entry,
               int64_t since)
 {
@@ -291,6 +288,7 @@ int wh_st_try(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, in
         return 0;
     switch (mode) {
     case WH_MODE_LOCK:
+        bump_token(h);
         if (has_slots(v))
             return take_count(v, c);
         ST(&h->owner, c->me);
@@ -299,6 +297,7 @@ int wh_st_try(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, in
         return take_count(v, c);
     case WH_MODE_WRITE:
     case WH_MODE_UPGRADE:
+        bump_token(h);
         ST(&h->owner, c->me);
         return 1;
     case WH_MODE_UPGRADEABLE:
@@ -483,6 +482,8 @@ void wh_st_info(const struct wh_view *v, const struct wh_ctx *c, struct wh_info 
     struct wh_obj_header *h = v->h;
     uint64_t owner = LD(&h->owner), upg = LD(&h->upgradeable);
     memset(out, 0, sizeof *out);
+    out->token = LD(&h->token);
+    out->ev_set = LD(&h->ev_set);
     if (v->kind != WH_KIND_SEMAPHORE && owner != 0) {
         out->writer = 1;
         add_holder(out, owner);

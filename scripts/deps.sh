@@ -19,6 +19,9 @@ if [ "${CI:-}" = "true" ]; then
     pkgs="$pkgs xvfb xauth libgl1-mesa-dri" # spec/hosts_love_spec.lua: LÖVE with its window
 fi
 
+# Extra packages a make target needs (make fuzz, make torture set it).
+pkgs="$pkgs ${WH_DEPS_EXTRA:-}"
+
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -2,7 +2,7 @@
 # The whole test suite (what `make test` runs). Each step reports TAP lines;
 # the last line is "N passed, M failed". Under CI=true it also runs every Lua
 # version, a clang -Werror build, AddressSanitizer+UBSan builds of the C tests
-# and the specs, and the protocol model.
+# and the specs, the protocol model, the torture, the fuzzers and the soak.
 set -u
 MAKE=${MAKE:-make}
 passed=0
@@ -36,6 +36,11 @@ step() {
     fi
 }
 
+# Prints lines of a step's log (selected by a sed script), indented: figures worth seeing.
+figures() {
+    sed -n "$2" "$log/$(echo "$1" | tr -c 'A-Za-z0-9.\n-' '_').log" | sed 's/^/    /'
+}
+
 # A step that is one check: ok if the command succeeds.
 check() {
     name=$1
@@ -55,8 +60,11 @@ ASAN_RT=$(clang -print-file-name=libclang_rt.asan-x86_64.so 2>/dev/null)
 SAN_EXE="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 SAN="$SAN_EXE -shared-libasan"
 
-echo "waithandles tests$( [ $ci = 1 ] && echo ' (CI=true: every Lua version, clang, sanitizers, model)')"
+echo "waithandles tests$( [ $ci = 1 ] && echo ' (CI=true: every Lua version, clang, sanitizers, model, torture, fuzzing, soak)')"
 step "C unit and process tests (gcc)" $MAKE -s --no-print-directory test-c
+# The nginx specs (spec/openresty*_spec.lua) need nginx, its lua module, OpenResty's LuaJIT, curl
+# and wrk: installed here as root; where they cannot be, those specs are pending and say why.
+scripts/deps-openresty.sh --soft
 specs 5.4
 check "luarocks make into a temporary tree" scripts/check-rockspec.sh
 # The main jobs and the benchmark still run (a short benchmark: only that every row produced a
@@ -106,6 +114,18 @@ if [ $ci = 1 ]; then
     step "specs (Lua 5.4) under valgrind memcheck (boundary, lock, upgrade)" \
         $MAKE -s --no-print-directory test-one RUNNER="$VG" BUSTED_ARGS="-o TAP spec/boundary_spec.lua spec/lock_spec.lua spec/upgrade_spec.lua"
     step "protocol model (spin)" $MAKE -s --no-print-directory model
+    # The evidence of torture/README.md, fuzz/README.md and scripts/soak.lua.
+    step "torture (${TORTURE_SECONDS:-120} s; 5.4, 5.1, LuaJIT; kills, stops, unlinks)" \
+        $MAKE -s --no-print-directory torture DURATION="${TORTURE_SECONDS:-120}"
+    figures "torture (${TORTURE_SECONDS:-120} s; 5.4, 5.1, LuaJIT; kills, stops, unlinks)" \
+        '/^\(critical\|kills\|stops\|unlinks\|lost\|witness\|deadlines\|violations\)/p'
+    # The torture's own test: a worker that enters critical sections without the hold is seen.
+    check "torture: a planted second holder is reported" sh -c "WH_TORTURE_SABOTAGE=0.02 \
+        WH_TORTURE_KILLS=0 WH_TORTURE_STOPS=0 WH_TORTURE_UNLINKS=0 WH_TORTURE_REG_UNLINKS=0 \
+        $MAKE -s --no-print-directory torture DURATION=5 2>&1 | grep -q '^not ok - torture.*violations'"
+    step "fuzzing (libFuzzer ${FUZZ_TIME:-60} s per target; the CLI parser)" \
+        $MAKE -s --no-print-directory fuzz FUZZ_TIME="${FUZZ_TIME:-60}"
+    step "soak (5.4, 5.1, LuaJIT)" $MAKE -s --no-print-directory soak SOAK_VERSIONS="5.4 5.1 luajit"
 fi
 
 echo "logs: $log"

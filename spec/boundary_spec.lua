@@ -25,9 +25,12 @@ local err = select(2, pcall(lock.acquire, lock, 0))
 -- A waiter: the start of an async acquisition of a busy lock.
 local core = require "waithandles.core"
 local _, waiter = core.starts["lock.try_acquire_async"](lock, 5)
+local ev, aev = wh.event("e", { dir = dir }), p:event("ae", { auto_reset = true, initial = true })
+local _, ev_waiter = core.starts["event.wait_async"](ev, 5)
 VALUES = { lock = lock, sem = sem, rw = rw, p = p, held = held, released = released,
   ticket = ticket, read = read, up = up, upgraded = upgraded, write = write, comp = comp,
-  err = err, token = wh.cancel_token(), waiter = waiter }
+  err = err, token = wh.cancel_token(), waiter = waiter, ev = ev, aev = aev,
+  ev_waiter = ev_waiter }
 ]]
 
 describe("the Lua boundary", function()

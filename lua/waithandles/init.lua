@@ -18,7 +18,7 @@ local now = core.now
 
 M.lock, M.semaphore, M.rwlock, M.remove = core.lock, core.semaphore, core.rwlock, core.remove
 M.provider, M.safe_name, M.cancel_token = core.provider, core.safe_name, core.cancel_token
-M.inspect, M.list = core.inspect, core.list
+M.inspect, M.list, M.event = core.inspect, core.list, core.event
 -- Internal, for bin/waithandle: the descriptors (registry, object file) whose duplicates keep
 -- this process's holds on obj alive in a process that inherits them; nil before any hold.
 M._slot_fd = core.slot_fd
