@@ -1,8 +1,8 @@
 -- A C host that links waithandles statically (examples/embed, `make embed`), under every Lua
 -- it can link: the headers and the static library of Lua 5.1-5.4 (liblua5.X-dev) and LuaJIT
--- (libluajit2-5.1-dev). In it, scripts contend with a separate process, lua_close releases
--- what a script left held, and several lua_States in threads of the process share objects
--- under a witness in C. Runs in the plain Lua 5.4 run of the suite (it does not depend on the
+-- (libluajit2-5.1-dev). In it, scripts contend with a separate process and wait for its named
+-- event, lua_close releases what a script left held, and several lua_States in threads of the
+-- process share objects under a witness in C. Runs in the plain Lua 5.4 run of the suite (it does not depend on the
 -- Lua that runs busted).
 local H = require "helpers"
 local X = require "hosts"
@@ -65,6 +65,21 @@ describe("a C host linking libwaithandles.a", function()
         assert.are.same({ code = 0 }, st, out)
         assert.is_truthy(out:find("leave: holding embed-left", 1, true), out)
         assert.is_truthy(out:find("after: embed-left is free", 1, true), out)
+      end)
+
+      it(lua .. ": a script in the host waits for an event that another process sets", function()
+        build()
+        local dir = H.tmpdir()
+        local w = require "waithandles"
+        local ready = w.event("embed-ready", { auto_reset = true, dir = dir })
+        local go = w.event("embed-go", { dir = dir })
+        local host = X.start({ bin .. "host", EXAMPLES .. "/event.lua" }, { WAITHANDLES_DIR = dir })
+        assert.is_true(ready:wait(20), host:output())
+        go:set()
+        local st = host:wait(30)
+        assert.are.same({ code = 0 }, st, host:output())
+        assert.is_truthy(host:output():find("event: embed-go set by another process", 1, true),
+          host:output())
       end)
 
       it(lua .. ": lua_States in 4 threads share a lock, a semaphore and an rwlock",
