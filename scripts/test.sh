@@ -97,7 +97,7 @@ if [ $ci = 1 ]; then
         CC=clang BUILD=build/tsan SANFLAGS='-fsanitize=thread -fno-omit-frame-pointer' embed && \
         mkdir -p '$log/tsan' && WAITHANDLES_DIR='$log/tsan/locks' TSAN_OPTIONS=halt_on_error=1 \
         build/tsan/embed/threads 8 100"
-    # The 5.1 ABI (PUC 5.1 and LuaJIT) has its own yieldability check, looked up once per process.
+    # The 5.1 ABI (PUC 5.1 and LuaJIT) has a yieldability check of its own (csrc/lcore.c).
     check "C host (Lua 5.1 ABI): lua_States in 8 threads under ThreadSanitizer" sh -c "$MAKE -s \
         --no-print-directory CC=clang LUA_VERSION=5.1 BUILD=build/tsan-5.1 \
         SANFLAGS='-fsanitize=thread -fno-omit-frame-pointer' embed && mkdir -p '$log/tsan-5.1' && \
