@@ -127,6 +127,8 @@ describe("a C host linking libwaithandles.a", function()
   -- host under TSan, scripts/test.sh.)
   for _, v in ipairs({ "5.1", "luajit" }) do
     local why = skip or unlinkable(v) or (not X.have("clang") and "no clang")
+      or (not H.sh("clang -print-file-name=libclang_rt.tsan-$(uname -m).a"):find("/", 1, true)
+        and "no ThreadSanitizer runtime (libclang-rt-14-dev, which scripts/deps.sh installs for CI)")
     local lua = v == "luajit" and "LuaJIT" or ("Lua " .. v)
     local title = lua .. ": lua_States in 8 threads are free of data races under ThreadSanitizer"
     if why then
