@@ -46,6 +46,7 @@ BENCHC := $(BUILD)/whcpair
 .PHONY: all test test-one test-c install uninstall clean demo demo-lua bench bench-quick bench-results model \
 	bench-openresty \
 	torture torture-build fuzz soak
+.PHONY: static embed
 
 all: $(MODULE) $(PROCMOD)
 
@@ -81,6 +82,41 @@ $(BENCHC): bench/whcpair.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 -D_GNU_SOURCE $(WARNFLAGS) $(CFLAGS) $(SANFLAGS) -o $@ $<
 
+# C hosts. `make static`: the module's objects as an archive, for a program that embeds Lua and
+# links waithandles into itself (include/waithandles.h declares luaopen_waithandles_core). It
+# is built for one Lua version, like core.so. `make embed`: the hosts of examples/embed, linked
+# with it and with $(EMBED_LUALIB), Lua's static library by default.
+STATIC := $(BUILD)/libwaithandles.a
+INCDIR ?= $(PREFIX)/include
+ifeq ($(LUA_VERSION),luajit)
+EMBED_LUALIB ?= -l:libluajit-5.1.a
+else
+EMBED_LUALIB ?= -l:liblua$(LUA_VERSION).a
+endif
+EMBED := $(BUILD)/embed/host $(BUILD)/embed/threads
+
+static: $(STATIC)
+
+$(STATIC): $(CORE_OBJ) $(LUA_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+# The facade's source as a C array, for hosts that carry it inside (examples/embed/embed.h).
+$(BUILD)/embed/facade.h: lua/waithandles/init.lua
+	@mkdir -p $(dir $@)
+	{ echo '/* lua/waithandles/init.lua, made into a C array by make */'; \
+	  echo 'static const char wh_facade[] = {'; \
+	  od -An -v -tx1 $< | sed 's/ \([0-9a-f][0-9a-f]\)/0x\1,/g'; echo '};'; } >$@.tmp
+	mv $@.tmp $@
+
+$(EMBED): $(BUILD)/embed/%: examples/embed/%.c examples/embed/embed.h include/waithandles.h \
+		$(BUILD)/embed/facade.h $(STATIC)
+	$(CC) -std=gnu11 -D_GNU_SOURCE $(WARNFLAGS) $(CFLAGS) $(SANFLAGS) -Iinclude -I$(BUILD)/embed \
+	    -I$(LUA_INCDIR) $(LDFLAGS) -o $@ $< $(STATIC) $(EMBED_LUALIB) -lm -ldl -pthread
+
+embed: $(EMBED)
+
 # C unit and process tests (no Lua). The state machine and the guard are built a second time
 # with test hooks (crash points; an action before a guard waiter sleeps).
 CTEST_DIR := build/ctest$(if $(SANFLAGS),-san)
@@ -112,7 +148,7 @@ test-one: $(MODULE) $(PROCMOD) $(TESTMOD)
 # else by absolute path; failing that, through LUA_PATH and LUA_CPATH.
 bin_path = $(if $(and $(filter $(PREFIX)/bin,$(BINDIR)),$(filter $(PREFIX)/%,$(1))),../$(patsubst $(PREFIX)/%,%,$(1)),$(1))
 
-install: $(MODULE) $(PROCMOD)
+install: $(MODULE) $(PROCMOD) $(STATIC)
 	$(INSTALL) -d $(DESTDIR)$(LIBDIR)/waithandles $(DESTDIR)$(LUADIR)/waithandles
 	$(INSTALL) -m 0755 $(MODULE) $(DESTDIR)$(LIBDIR)/waithandles/core.so
 	$(INSTALL) -m 0755 $(PROCMOD) $(DESTDIR)$(LIBDIR)/waithandles/proc.so
@@ -125,10 +161,14 @@ install: $(MODULE) $(PROCMOD)
 	chmod 0755 $(DESTDIR)$(BINDIR)/waithandle.tmp
 	mv $(DESTDIR)$(BINDIR)/waithandle.tmp $(DESTDIR)$(BINDIR)/waithandle
 	$(INSTALL) -m 0644 doc/waithandle.1 $(DESTDIR)$(MANDIR)/man1/waithandle.1
+	$(INSTALL) -m 0644 $(STATIC) $(DESTDIR)$(LIBDIR)/libwaithandles.a
+	$(INSTALL) -d $(DESTDIR)$(INCDIR)
+	$(INSTALL) -m 0644 include/waithandles.h $(DESTDIR)$(INCDIR)/waithandles.h
 
 uninstall:
 	rm -rf $(DESTDIR)$(LIBDIR)/waithandles $(DESTDIR)$(LUADIR)/waithandles
 	rm -f $(DESTDIR)$(BINDIR)/waithandle $(DESTDIR)$(MANDIR)/man1/waithandle.1
+	rm -f $(DESTDIR)$(LIBDIR)/libwaithandles.a $(DESTDIR)$(INCDIR)/waithandles.h
 
 # The main job: six jobs under `waithandle -s 2`, one of them killed with SIGKILL.
 demo:

@@ -4,7 +4,6 @@
  * can yield, the starts of the async forms it wraps, and install, which puts
  * its Lua functions (the async forms, acquire_all) into our method tables.
  */
-#include <dlfcn.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -241,8 +240,18 @@ struct puc51_state {
     unsigned short nCcalls, baseCcalls;
 };
 
-static int (*jit_isyieldable)(lua_State *L);
-static int jit_checked;
+/*
+ * LuaJIT's lua_isyieldable, and luaJIT_setmode to tell LuaJIT from a PUC 5.1 that might have
+ * a lua_isyieldable of its own: weak references, NULL where the process has no such symbol.
+ * The dynamic linker binds them when core.so is loaded (from the interpreter, LÖVE, nginx),
+ * the static linker when a host links libwaithandles.a with LuaJIT's archive (whose symbols
+ * a dlsym would not see unless the host exported them). Nothing is looked up or cached at
+ * run time, so the lua_States of a host's threads share no state here.
+ */
+extern int wh_jit_isyieldable(lua_State *L) __asm__("lua_isyieldable")
+    __attribute__((weak, visibility("default")));
+extern int wh_jit_setmode(lua_State *L, int idx, int mode) __asm__("luaJIT_setmode")
+    __attribute__((weak, visibility("default")));
 
 static int puc51_yieldable(lua_State *L)
 {
@@ -268,13 +277,8 @@ int wh_lua_yieldable(lua_State *L)
     (void)L;
     return -1;
 #else
-    if (!jit_checked) {
-        if (dlsym(RTLD_DEFAULT, "luaJIT_setmode") != NULL)
-            *(void **)&jit_isyieldable = dlsym(RTLD_DEFAULT, "lua_isyieldable");
-        jit_checked = 1;
-    }
-    if (jit_isyieldable != NULL)
-        return jit_isyieldable(L) != 0;
+    if (wh_jit_setmode != NULL && wh_jit_isyieldable != NULL)
+        return wh_jit_isyieldable(L) != 0;
     return puc51_yieldable(L);
 #endif
 }

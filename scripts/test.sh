@@ -88,6 +88,27 @@ if [ $ci = 1 ]; then
     # Finalisers at the worst moments: a collection cycle always in progress (spec/helpers.lua).
     step "specs (Lua 5.4) under GC stress" env WH_GCSTRESS=1 $MAKE -s --no-print-directory test-one BUSTED_ARGS="-o TAP"
     step "specs (Lua 5.1) under GC stress" env WH_GCSTRESS=1 $MAKE -s --no-print-directory test-one LUA_VERSION=5.1 BUSTED_ARGS="-o TAP"
+    # The C hosts of examples/embed (spec/hosts_embed_spec.lua runs them plain): lua_States in
+    # threads of one process under ThreadSanitizer, and a host whose lua_close releases a
+    # script's hold under AddressSanitizer+UBSan.
+    check "clang -Werror build of libwaithandles.a and the C hosts" $MAKE -s --no-print-directory \
+        CC=clang BUILD=build/clang static embed
+    check "C host: lua_States in 8 threads under ThreadSanitizer" sh -c "$MAKE -s --no-print-directory \
+        CC=clang BUILD=build/tsan SANFLAGS='-fsanitize=thread -fno-omit-frame-pointer' embed && \
+        mkdir -p '$log/tsan' && WAITHANDLES_DIR='$log/tsan/locks' TSAN_OPTIONS=halt_on_error=1 \
+        build/tsan/embed/threads 8 100"
+    # The 5.1 ABI (PUC 5.1 and LuaJIT) has a yieldability check of its own (csrc/lcore.c).
+    check "C host (Lua 5.1 ABI): lua_States in 8 threads under ThreadSanitizer" sh -c "$MAKE -s \
+        --no-print-directory CC=clang LUA_VERSION=5.1 BUILD=build/tsan-5.1 \
+        SANFLAGS='-fsanitize=thread -fno-omit-frame-pointer' embed && mkdir -p '$log/tsan-5.1' && \
+        WAITHANDLES_DIR='$log/tsan-5.1/locks' TSAN_OPTIONS=halt_on_error=1 build/tsan-5.1/embed/threads 8 100"
+    check "C host: scripts and lua_close under ASan+UBSan" sh -c "$MAKE -s --no-print-directory \
+        CC=clang BUILD=build/asan-embed SANFLAGS='$SAN_EXE' embed && mkdir -p '$log/asan-embed' && \
+        cd examples/embed && WAITHANDLES_DIR='$log/asan-embed/locks' COUNTER_FILE='$log/asan-embed/n' \
+        ASAN_OPTIONS=abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+        ../../build/asan-embed/embed/host counter.lua leave.lua after.lua && \
+        WAITHANDLES_DIR='$log/asan-embed/locks' ASAN_OPTIONS=abort_on_error=1 \
+        ../../build/asan-embed/embed/threads 4 50"
     VG="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite"
     step "C tests under valgrind memcheck" sh -c "$MAKE -s --no-print-directory build/ctest/test_state build/ctest/test_proc && $VG build/ctest/test_state && $VG build/ctest/test_proc"
     step "specs (Lua 5.4) under valgrind memcheck (boundary, lock, upgrade)" \
