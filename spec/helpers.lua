@@ -300,6 +300,7 @@ function H.eventually(f, timeout, what)
     if r then return r end
     H.sleep(0.005)
   until H.now() > deadline
+  if type(what) == "function" then what = what() end
   error("not within " .. (timeout or 10) .. " s: " .. (what or "condition"), 2)
 end
 

@@ -384,6 +384,56 @@ describe("OpenResty phases", function()
       H.eventually(function() return sem:info().held == 0 end, 1, "every ticket back")
     end)
 
+  it("50 requests of 4 workers wait (wait_async) for one refresher's set; all get the value, no worker blocks",
+    function()
+      if missing then return pending(missing) end
+      ngx, port = N.start_nginx(dir, 4, {
+        http = prelude(dir, [[
+          READY = WH.event("refreshed", { dir = LOCKS })
+          VALUE = DIR .. "/value"
+        ]]) .. "\n  lua_shared_dict counts 1m;",
+        handlers = [[
+          location /wait {
+            content_by_lua_block {
+              ngx.shared.counts:incr("waiting", 1, 0)
+              if not READY:wait_async(30) then return ngx.say("timeout") end
+              local f = assert(io.open(VALUE))
+              ngx.say("got ", f:read("*a"))
+              f:close()
+            }
+          }
+          location /waiting { content_by_lua_block { ngx.say(ngx.shared.counts:get("waiting")) } }
+          location /refresh {
+            content_by_lua_block {
+              local f = assert(io.open(VALUE .. ".tmp", "w"))
+              f:write("v1")
+              f:close()
+              assert(os.rename(VALUE .. ".tmp", VALUE))
+              READY:set()
+              ngx.say("set")
+            }
+          }
+        ]],
+      })
+      local ev = wh.event("refreshed", { dir = dir .. "/locks" })
+      local waiters, waiting = {}, nil
+      for i = 1, 50 do waiters[i] = get(port, "/wait", 40) end
+      H.eventually(function()
+        waiting = N.finished(get(port, "/waiting", 5), 10)
+        return waiting == "50\n"
+      end, 20, function() return "50 requests waiting, not " .. tostring(waiting) .. error_log(dir) end)
+      -- meanwhile every worker serves: /ping from several connections answers at once
+      for _ = 1, 8 do
+        assert.are.equal(N.TOKEN .. "\n", N.finished(get(port, "/ping", 5), 10), error_log(dir))
+      end
+      for i = 1, 50 do assert.is_nil(N.finished(waiters[i], 0), "request " .. i .. " ended before the set") end
+      assert.are.equal("set\n", N.finished(get(port, "/refresh"), 10), error_log(dir))
+      for i = 1, 50 do
+        assert.are.equal("got v1\n", N.finished(waiters[i], 10), "request " .. i .. error_log(dir))
+      end
+      assert.is_true(ev:is_set())
+    end)
+
   -- The request scope at the edges of a request. nginx runs a request's cleanups
   -- (ngx_http_free_request) *before* its log phase, then destroys the request's pool: a hold
   -- taken in log_by_lua is not bound (it lasts until released), and a binding whose cleanup
