@@ -276,6 +276,52 @@ function P.recovery(dir, ac, trials)
   return lat
 end
 
+-- A process stopped for good inside a guard section: a child writes its own identity into the
+-- guard word of the object's file (offset 64, doc/FORMAT.md) and stops itself (SIGSTOP). Returns
+-- the durations of release() of a hold taken before, and of acquire(0.3) (which must time out
+-- on time), one each per trial.
+local function stopped(pid)
+  return U.wait_until(function()
+    local f = io.open("/proc/" .. pid .. "/stat")
+    local s = f and f:read("*a") or ""
+    if f then f:close() end
+    return s:match("^%d+ %b() (%a)") == "T"
+  end, 30)
+end
+
+function P.stopped_guard(dir, trials)
+  local rel, acq = {}, {}
+  for trial = 1, trials do
+    local path, name = fresh(dir, "stopped")
+    local lock = wh.lock(name, { dir = dir })
+    local h = lock:acquire()
+    local sh = B.shared(path .. ".slots", 2)
+    local child = U.spawn(function()
+      local id = wh.lock(name .. "-id", { dir = dir })
+      local hid = id:acquire()
+      assert(T.word64(lock.path, 64, T.word64(id.path, 128)) == "0", "the guard was not free")
+      sh:set(1, 1)
+      T.kill(T.getpid(), T.SIGSTOP)
+      T.word64(lock.path, 64, "0")
+      hid:release()
+      sleep(120)
+    end)
+    assert(U.wait_until(function() return sh:get(1) == 1 end, 30), "the child did not take the guard")
+    assert(stopped(child), "the child did not stop")
+    local t = now()
+    h:release()
+    rel[trial] = now() - t
+    t = now()
+    local ok = pcall(lock.acquire, lock, 0.3)
+    acq[trial] = now() - t
+    assert(not ok, "acquired while the guard's owner is stopped")
+    T.kill(child, T.SIGCONT)
+    T.kill(child, T.SIGKILL)
+    U.wait_all({ child }, 10)
+  end
+  return rel, acq
+end
+
 -- CPU a waiter uses per second while blocked (make's acquire) behind a live holder.
 function P.waiter_cpu(dir, make, seconds)
   local path, name = fresh(dir, "waitcpu")
