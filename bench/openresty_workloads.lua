@@ -4,7 +4,7 @@
 --
 -- init_by_lua:   WL = require "openresty_workloads"; WL.setup{ dir =, locks = }
 -- init_worker:   WL.start_refresher(impl)        (workload 3 only)
--- content:       WL.counter(impl), WL.limit(impl), WL.serve(impl), WL.hold(impl),
+-- content:       WL.counter(impl), WL.limit(impl), WL.serve(impl), WL.hold5(impl), WL.hold(impl),
 --                WL.wait(impl), WL.stats()
 --
 -- Shared dicts: `locks` (the baseline's locks and counters) and `stats`.
@@ -94,6 +94,28 @@ function M.counter(impl)
     held_since(t0)
     lk:unlock()
   end
+  ngx.say("ok")
+end
+
+-- ---- 4. a lock held 5 ms (ngx.sleep) per request: how busy the lock is kept ----
+
+function M.hold5(impl)
+  local st = stats()
+  local lk, h
+  if impl == "wh" then
+    h = LOCK:acquire_async(TIMEOUT)
+  else
+    lk = RL.new("locks", { timeout = TIMEOUT })
+    local ok, err = lk:lock("hold5")
+    if not ok then return fail(err) end
+  end
+  local t0 = mono()
+  if st:incr("inside", 1, 0) > 1 then st:incr("violations", 1, 0) end
+  ngx.sleep(0.005)
+  st:incr("inside", -1)
+  st:incr("done", 1, 0)
+  held_since(t0)
+  if h then h:release() else lk:unlock() end
   ngx.say("ok")
 end
 
