@@ -3,8 +3,8 @@
 -- workers as nobody (when run as root), on 127.0.0.1 and a free high port,
 -- loaded by wrk; every nginx is stopped by its master's PID.
 --
---   1. locked counter: read a file, ngx.sleep(0.001), write it, under the lock;
---      32 and 128 connections
+--   1. locked counter: read a file, ngx.sleep(0.001), write it, under the lock, the wait
+--      inside pcall; 4, 32 and 128 connections
 --   2. a concurrency limit of 3 around a 5 ms upstream stand-in: a waithandles
 --      semaphore against a shared-dict counter with polling
 --   3. cache refresh: every second one worker refreshes a cached value (a file)
@@ -155,7 +155,7 @@ local ok, err = xpcall(function()
 local W1 = "1. locked counter"
 for _, impl in ipairs(part("1") and IMPLS or {}) do
   local s = serve("counter", impl)
-  local runs = { load(s, "/counter", 32, W1), load(s, "/counter", 128, W1) }
+  local runs = { load(s, "/counter", 4, W1), load(s, "/counter", 32, W1), load(s, "/counter", 128, W1) }
   local st = settle(s)
   local ok = st.done and st.done == st.counter and (st.violations or 0) == 0
   local check = ok and ("counter exact (%d)"):format(st.counter)
