@@ -22,9 +22,9 @@ static void ctx_init(struct wh_ctx *c, struct wh_obj *o, uint64_t me)
 /* Takes the guard; after a takeover the state is repaired and everyone must be woken. Then
  * gives back this process's releases that could not wait for the guard (pending.c) first,
  * so that nothing of ours stands in our own way. */
-static int enter(struct wh_obj *o, struct wh_ctx *c, int64_t deadline, int *wake)
+static int enter_w(struct wh_obj *o, struct wh_ctx *c, int64_t deadline, int *wake, int *waited)
 {
-    int g = wh_guard_lock(&o->v.h->guard, c->me, deadline, wh_dir_alive, o->dir);
+    int g = wh_guard_lock_w(&o->v.h->guard, c->me, deadline, wh_dir_alive, o->dir, waited);
     if (g == WH_GUARD_TAKEN_OVER) {
         c->now = wh_now();
         wh_st_reclaim(&o->v, c);
@@ -34,6 +34,12 @@ static int enter(struct wh_obj *o, struct wh_ctx *c, int64_t deadline, int *wake
         wh_pending_apply(o) && !*wake)
         *wake = 1;
     return g;
+}
+
+static int enter(struct wh_obj *o, struct wh_ctx *c, int64_t deadline, int *wake)
+{
+    int waited;
+    return enter_w(o, c, deadline, wake, &waited);
 }
 
 /*
@@ -81,12 +87,21 @@ static int reclaim_due(struct wh_obj_header *h, int64_t now, int64_t ac_ns)
     return last < 0 || last > now || now - last >= ac_ns;
 }
 
+static int replaced(const struct wh_obj *o, struct wh_err *e)
+{
+    return wh_fail(e, WH_EREPLACED, ENOENT,
+                   "the file of %s '%s' in %s was removed or replaced by something other than "
+                   "waithandles (a tmp cleaner, or systemd-logind RemoveIPC?): use a lock "
+                   "directory that cleaners leave alone",
+                   wh_kind_name(o->v.kind), o->name, wh_dir_path(o->dir));
+}
+
 int wh_attempt_t(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
                  int64_t guard_deadline, uint64_t *held, uint64_t *token, struct wh_err *e)
 {
     const struct wh_view *v = &o->v;
     struct wh_ctx c;
-    int wake = 0, r, mine = -1;
+    int wake = 0, r, mine = -1, g, waited;
     int64_t lease_ns = w != NULL ? WH_LEASE(w->interval) : 0;
     uint32_t seen = w != NULL ? w->seq : 0;
     int64_t coarse = wh_now_coarse(); /* one clock read for both rate-limited checks */
@@ -97,18 +112,20 @@ int wh_attempt_t(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waite
         return -1;
     }
     /* Never a hold on a file that is no longer the object: the caller opens the path again. A
-     * waiter looks every time; the uncontended path every few milliseconds. */
+     * waiter looks every time; the uncontended path every few milliseconds; and anyone who had
+     * to wait for the guard (its owner may have been stopped for long) looks again inside. */
     if (wh_obj_replaced_at(o, w != NULL ? 0 : coarse))
-        return wh_fail(e, WH_EREPLACED, ENOENT,
-                       "the file of %s '%s' in %s was removed or replaced by something other "
-                       "than waithandles (a tmp cleaner, or systemd-logind RemoveIPC?): use a "
-                       "lock directory that cleaners leave alone",
-                       wh_kind_name(o->v.kind), o->name, wh_dir_path(o->dir));
+        return replaced(o, e);
     ctx_init(&c, o, me);
-    if (enter(o, &c, guard_deadline, &wake) == WH_GUARD_BUSY) {
+    g = enter_w(o, &c, guard_deadline, &wake, &waited);
+    if (g == WH_GUARD_BUSY) {
         if (w != NULL)
             w->seq = atomic_load(&v->h->seq);
         return 0;
+    }
+    if ((waited || g == WH_GUARD_TAKEN_OVER) && wh_obj_replaced_at(o, 0)) {
+        leave(o, wake, w);
+        return replaced(o, e);
     }
     /* Leases and ages matter only when somebody waits. */
     if (c.now == 0 && (w != NULL || atomic_load(&v->h->nwaiting) != 0))

@@ -149,6 +149,9 @@ enum { WH_GUARD_OK = 0, WH_GUARD_TAKEN_OVER = 1, WH_GUARD_BUSY = 2 };
 /* A busy guard is waited for at least WH_GUARD_GRACE_NS (policy.h), however short the
  * caller's deadline. */
 int wh_guard_lock(_Atomic uint64_t *g, uint64_t me, int64_t deadline, wh_alive_fn alive, void *actx);
+/* The same; *waited is 1 if it had to wait past its spins (the world may have changed meanwhile). */
+int wh_guard_lock_w(_Atomic uint64_t *g, uint64_t me, int64_t deadline, wh_alive_fn alive,
+                    void *actx, int *waited);
 void wh_guard_unlock(_Atomic uint64_t *g);
 
 /* ---- object files (object.c) ---- */
