@@ -118,11 +118,13 @@ if [ $ci = 1 ]; then
     step "torture (${TORTURE_SECONDS:-120} s; 5.4, 5.1, LuaJIT; kills, stops, unlinks)" \
         $MAKE -s --no-print-directory torture DURATION="${TORTURE_SECONDS:-120}"
     figures "torture (${TORTURE_SECONDS:-120} s; 5.4, 5.1, LuaJIT; kills, stops, unlinks)" \
-        '/^\(critical\|kills\|stops\|unlinks\|lost\|witness\|deadlines\|violations\)/p'
+        '/^\(critical\|kills\|stops\|unlinks\|lost\|witness\|deadlines\|fencing\|violations\)/p'
     # The torture's own test: a worker that enters critical sections without the hold is seen.
     check "torture: a planted second holder is reported" sh -c "WH_TORTURE_SABOTAGE=0.02 \
         WH_TORTURE_KILLS=0 WH_TORTURE_STOPS=0 WH_TORTURE_UNLINKS=0 WH_TORTURE_REG_UNLINKS=0 \
         $MAKE -s --no-print-directory torture DURATION=5 2>&1 | grep -q '^not ok - torture.*violations'"
+    # And of its fencing-token check: every stale token planted is reported, nothing else is.
+    check "torture: planted stale fencing tokens are reported, each" scripts/check-torture-tokens.sh
     step "fuzzing (libFuzzer ${FUZZ_TIME:-60} s per target; the CLI parser)" \
         $MAKE -s --no-print-directory fuzz FUZZ_TIME="${FUZZ_TIME:-60}"
     step "soak (5.4, 5.1, LuaJIT)" $MAKE -s --no-print-directory soak SOAK_VERSIONS="5.4 5.1 luajit"

@@ -29,7 +29,7 @@ M.COUNTERS = {
   "call_blocking", "call_async_sleep", "call_async_yield", "call_try0",
   "timeouts", "busy", "cancelled", "cancel_checked", "abandoned", "released_gc", "released_using",
   "released_close", "exits_holding", "self_kills", "lost", "errors", "overrun_checked",
-  "objects_created", "upgrades_of_lost",
+  "objects_created", "upgrades_of_lost", "tokens_recorded", "tokens_planted",
 }
 M.C = {}
 for i, n in ipairs(M.COUNTERS) do M.C[n] = 16 + i end
@@ -59,6 +59,19 @@ M.OK, M.LOST = 1, 2
 function M.outcome_word(cs) return M.RING_BASE + cs % M.RING end
 function M.start_word(cs) return M.START_BASE + cs % M.RING end
 
-M.NWORDS = M.START_BASE + M.RING
+-- Fencing tokens (doc/API.md): each critical section records, at its entry, the token of its
+-- hold (0 if it has none: reads, upgradeable reads not upgraded; an upgrade writes its token
+-- later), the value of NEXT_CS before the call that took the hold began, and last its tag
+-- (cs * TAG + h * 16 + j: the record is whole once the tag names cs).
+M.TAG = 2048
+M.TOKEN_BASE = M.START_BASE + M.RING
+M.BEFORE_BASE = M.TOKEN_BASE + M.RING
+M.TAG_BASE = M.BEFORE_BASE + M.RING
+function M.token_word(cs) return M.TOKEN_BASE + cs % M.RING end
+function M.before_word(cs) return M.BEFORE_BASE + cs % M.RING end
+function M.tag_word(cs) return M.TAG_BASE + cs % M.RING end
+assert(M.NH * 16 <= M.TAG and #M.OBJECTS < 16)
+
+M.NWORDS = M.TAG_BASE + M.RING
 
 return M

@@ -16,13 +16,18 @@
 --  * a wait that ends past its deadline (or cancellation) plus a bound, or
 --    gives up early, is a violation; so is an error that no call should
 --    raise, and a worker that crashes or does not stop;
+--  * the fencing token of every exclusive hold (lock, write, upgrade) must
+--    exceed those of the object's earlier exclusive holds, and a ticket's those
+--    of the tickets taken before its call began, with no token twice, unless
+--    the hold was lost (judge_tokens below);
 --  * once every worker has stopped, nothing may be held.
 --
 -- Prints what was done and `violations: N`; exits 1 unless N is 0.
 -- Environment: WH_TORTURE_DURATION (s, default 60), WH_TORTURE_WORKERS (14),
 -- WH_TORTURE_VERSIONS ("5.4 5.1 luajit"), WH_TORTURE_SEED, WH_TORTURE_BOUND
 -- (s, 1.0), WH_TORTURE_SHIM (the stop hook, torture/stopshim.c; "" for none),
--- WH_SHIM_STOP_PPM, WH_TORTURE_SABOTAGE (the torture's own test), WH_TORTURE_DEBUG (why
+-- WH_SHIM_STOP_PPM, WH_TORTURE_SABOTAGE and WH_TORTURE_STALE_TOKEN (the torture's own tests:
+-- critical sections without the hold; stale tokens recorded), WH_TORTURE_DEBUG (why
 -- each holder that died in its section is excused), and rates per second: WH_TORTURE_KILLS (3),
 -- WH_TORTURE_STOPS (1), WH_TORTURE_UNLINKS (0.3), WH_TORTURE_REG_UNLINKS (0.2).
 local T = require "whtest"
@@ -46,6 +51,8 @@ local BOUND = env("WH_TORTURE_BOUND", 1.0)
 local SHIM = env("WH_TORTURE_SHIM", "")
 -- The torture's own test: workers sometimes enter a critical section without the hold.
 local SABOTAGE = env("WH_TORTURE_SABOTAGE", 0)
+-- And: workers sometimes record a stale fencing token (an earlier hold's) instead of their own.
+local STALE = env("WH_TORTURE_STALE_TOKEN", 0)
 local DEBUG = env("WH_TORTURE_DEBUG", "") ~= ""
 local SHIM_PPM = env("WH_SHIM_STOP_PPM", 300)
 local RATE = {
@@ -107,6 +114,7 @@ local function spawn(k)
   local argv = { "env", "LUA_PATH=lua/?.lua;lua/?/init.lua;torture/?.lua",
     "LUA_CPATH=build/" .. v .. "/?.so", "WH_TORTURE_BOUND=" .. BOUND }
   if SABOTAGE ~= 0 then argv[#argv + 1] = "WH_TORTURE_SABOTAGE=" .. SABOTAGE end
+  if STALE ~= 0 then argv[#argv + 1] = "WH_TORTURE_STALE_TOKEN=" .. STALE end
   if SHIM ~= "" then
     argv[#argv + 1] = "LD_PRELOAD=" .. SHIM
     argv[#argv + 1] = "WH_SHIM_STOP_PPM=" .. SHIM_PPM
@@ -476,7 +484,130 @@ local function excused(h, cs, j, t)
   return false
 end
 
+-- ---- fencing tokens --------------------------------------------------------------------
+-- Every critical section records the token of its hold (layout.lua). In the order of the
+-- critical sections' ids (NEXT_CS, taken by a holder while it holds):
+--  * the token of an exclusive hold (a lock, a write, an upgrade) must exceed that of every
+--    earlier exclusive hold of the object: these holds exclude each other, so the order of
+--    their ids is the order of the holds (an upgrade's token is recorded under the id of its
+--    upgradeable read, which excludes writes and other upgradeable reads from its start);
+--  * a ticket's token must exceed that of every ticket of the semaphore whose id was taken
+--    before the call that took this one began (that ticket was taken before), and no token
+--    of a semaphore may be seen twice.
+-- A hold that breaks the rule is excused only if it was lost (reported by is_lost(), or its
+-- holder died in its section after an unlink that could have lost it): such a hold was taken
+-- on a file already unlinked (whose tokens a re-created file exceeds) or taken back.
+-- A record is judged once the critical section ended (its token is final: an upgrade writes
+-- its own) or its worker died; one whose tag is still missing 10 s after its id was taken was
+-- never made (its worker was killed first) and is left out.
+
+local tok = { next = 1, seen = 0, first_seen = {}, max = {}, top = {}, pcs = {}, pmax = {},
+  used = {} }
+for j = 1, #L.OBJECTS do tok.pcs[j], tok.pmax[j], tok.used[j] = {}, {}, {} end
+
+local function tok_holder_inc(cs, h)
+  return incarnation_at(floor(h / L.LANES), w:get(L.start_word(cs)))
+end
+
+local function tok_settled(cs, h)
+  local o = w:get(L.outcome_word(cs))
+  if o == cs * 4 + L.OK or o == cs * 4 + L.LOST then return true end
+  local inc = tok_holder_inc(cs, h)
+  return inc == nil or inc.ended ~= nil
+end
+
+local function tok_excused(cs, h, j)
+  local o = w:get(L.outcome_word(cs))
+  if o == cs * 4 + L.LOST then return true, "lost" end
+  if o == cs * 4 + L.OK then return false end
+  local inc = tok_holder_inc(cs, h)
+  local died = inc and (inc.killed or inc.ended)
+  if died and could_be_lost({ j }, cs, died) then return true, "dead after an unlink" end
+  return false
+end
+
+-- The greatest token of the tickets of semaphore j whose id is at most c0, and that id.
+local function tok_prefix(j, c0)
+  local pcs, lo, hi = tok.pcs[j], 1, #tok.pcs[j]
+  while lo <= hi do
+    local mid = floor((lo + hi) / 2)
+    if pcs[mid] <= c0 then lo = mid + 1 else hi = mid - 1 end
+  end
+  local p = tok.pmax[j][hi]
+  if p then return p[1], p[2] end
+end
+
+local function tok_check(cs, h, j, token)
+  local o, why = L.OBJECTS[j], nil
+  local other, ocs
+  if o.kind == "semaphore" then
+    bump("tokens checked: tickets")
+    local dup = tok.used[j][token]
+    other, ocs = tok_prefix(j, w:get(L.before_word(cs)))
+    if dup then
+      why, other, ocs = "handed out twice", token, dup
+    elseif other and token <= other then
+      why = "not above a ticket taken before its call began"
+    end
+    tok.used[j][token] = tok.used[j][token] or cs
+    local n = #tok.pcs[j]
+    local prev = tok.pmax[j][n]
+    tok.pcs[j][n + 1] = cs
+    tok.pmax[j][n + 1] = (prev and prev[1] >= token) and prev or { token, cs }
+  else
+    bump(o.kind == "lock" and "tokens checked: locks" or "tokens checked: rwlocks")
+    local m = tok.max[j]
+    if m and token <= m[1] then
+      why, other, ocs = "not above an earlier exclusive hold's", m[1], m[2]
+    else
+      tok.max[j] = { token, cs }
+    end
+  end
+  if tok.top[j] and token > tok.top[j] + 1000 then bump("token jumps past a re-created file") end
+  if not tok.top[j] or token > tok.top[j] then tok.top[j] = token end
+  if not why then return end
+  local ex, reason = tok_excused(cs, h, j)
+  if ex then
+    bump("token checks failed by lost holds")
+    bump("token excused: " .. reason)
+    return
+  end
+  local t = w:get(L.start_word(cs))
+  local otag = w:get(L.tag_word(ocs))
+  local oh = floor(otag / L.TAG) == ocs and floor(otag % L.TAG / 16) or nil
+  violation("fencing token of %s %s: holder %d (cs %d) has %.0f, the other (cs %d) %.0f\n"
+    .. "    this:  %s\n    other: %s", o.name, why, h, cs, token, ocs, other, describe(h, cs, t),
+    oh and describe(oh, ocs, w:get(L.start_word(ocs))) or "(record overwritten)")
+  bump("token violations")
+end
+
+local TOKEN_WAIT = 10 -- (s) for the tag of a record
+
+local function judge_tokens(final)
+  local top, t = w:get(L.NEXT_CS), now()
+  for cs = tok.seen + 1, top do tok.first_seen[cs] = t end
+  if top > tok.seen then tok.seen = top end
+  while tok.next <= top do
+    local cs = tok.next
+    local tag = w:get(L.tag_word(cs))
+    -- Far behind: the ring could be written over; judge what is there.
+    local late = final or top - cs > L.RING / 2
+    if floor(tag / L.TAG) ~= cs then
+      if not (late or t - tok.first_seen[cs] > TOKEN_WAIT) then break end
+      bump("token records never made")
+    else
+      local h, j = floor(tag % L.TAG / 16), tag % 16
+      if not (late or tok_settled(cs, h)) then break end
+      local token = w:get(L.token_word(cs))
+      if token ~= 0 then tok_check(cs, h, j, token) end
+    end
+    tok.first_seen[cs] = nil
+    tok.next = cs + 1
+  end
+end
+
 local function judge(final)
+  judge_tokens(final)
   local keep = {}
   for _, ov in ipairs(overlaps) do
     local a, why_a = excused(ov.h, ov.cs, ov.j, ov.t)
@@ -658,15 +789,29 @@ print(("witness: overlaps seen %d, excused %d (the entry of a worker killed befo
 print(("deadlines: %d waits checked (%d with a cancellation); longest past its deadline "
   .. "%.1f ms (bound %g ms); gave up early %d"):format(c("overrun_checked"),
   c("cancel_checked"), w:get(L.MAX_OVERRUN) / 1000, BOUND * 1000, w:get(L.EARLY)))
+local tk = { l = stat["tokens checked: locks"], rw = stat["tokens checked: rwlocks"],
+  t = stat["tokens checked: tickets"] }
+print(("fencing tokens: %d holds checked in hold order (locks %d, rwlock writes and upgrades "
+  .. "%d, semaphore tickets %d); out of order %d, of holds lost %d (reported lost %d, holder "
+  .. "killed after an unlink %d); jumps past a re-created file %d; records never made (killed "
+  .. "first) %d"):format(tk.l + tk.rw + tk.t, tk.l, tk.rw, tk.t,
+  stat["token violations"] + stat["token checks failed by lost holds"],
+  stat["token checks failed by lost holds"], stat["token excused: lost"],
+  stat["token excused: dead after an unlink"], stat["token jumps past a re-created file"],
+  stat["token records never made"]))
+if c("tokens_planted") > 0 then
+  print(("stale tokens planted (WH_TORTURE_STALE_TOKEN): %d"):format(c("tokens_planted")))
+end
 print(("unexpected errors: %d"):format(c("errors")))
-print(("violations: %d"):format(#violations))
+print(("violations: %d%s"):format(#violations, stat["token violations"] > 0
+  and (" (fencing tokens: %d)"):format(stat["token violations"]) or ""))
 local summary = ("torture: %.0f s, %d critical sections, %d kills (%d inside the guard), %d stops, "
   .. "%d unlinks, %d lost holds"):format(elapsed, total, stat["kills"] + c("self_kills"),
   stat["kills inside the guard"], stat["stops"] + stat["self-stops (hook)"],
   stat["unlinks of object files"] + stat["unlinks of registry shards"], c("lost"))
 if #violations > 0 then
   for i = 1, math.min(#violations, 50) do print("  " .. violations[i]) end
-  if SABOTAGE ~= 0 then
+  if SABOTAGE ~= 0 or STALE ~= 0 then
     os.execute("rm -rf '" .. base .. "'")
   else
     print("lock directory kept: " .. DIR)

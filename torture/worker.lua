@@ -11,6 +11,8 @@
 --   LOST since t_end stopped cs,.. j,..                 a hold reported lost (is_lost)
 --   OVERRUN form timeout elapsed / EARLY form timeout elapsed
 --   ERROR form code message                             an error no call should raise
+-- and it records in the witness memory the fencing token of each hold (h.token) as it enters
+-- its critical section, for the supervisor to check that they increase (layout.lua).
 -- Compatible with Lua 5.1 to 5.4 and LuaJIT. Usage (by run.lua):
 --   lua worker.lua SLOT INCARNATION DIR WITNESS SEED
 local wh = require "waithandles"
@@ -22,6 +24,9 @@ local K, DIR, WPATH, SEED = tonumber(arg[1]), arg[3], arg[4], tonumber(arg[5])
 local BOUND = tonumber(os.getenv("WH_TORTURE_BOUND") or "") or 1.0
 local P_DIE = tonumber(os.getenv("WH_TORTURE_P_DIE") or "") or 0.0005
 local P_EXIT = tonumber(os.getenv("WH_TORTURE_P_EXIT") or "") or 0.0003
+-- The torture's own test of the token check: now and then record a stale token (the one of an
+-- earlier hold of the object) instead of the hold's own.
+local STALE = tonumber(os.getenv("WH_TORTURE_STALE_TOKEN") or "") or 0
 math.randomseed(SEED)
 io.stdout:setvbuf("no")
 
@@ -76,6 +81,10 @@ end
 
 -- ---- the witness ------------------------------------------------------------------
 
+-- What a critical section without the hold uses as its handle (WH_TORTURE_SABOTAGE).
+local FAKE = { kind = "fake", is_lost = function() return false end,
+  release = function() return true end }
+
 local function conflicts(kind, mine, other)
   if kind == "lock" then return true end
   return mine == L.EXCL or other == L.EXCL or (mine == L.UPG and other == L.UPG)
@@ -107,23 +116,87 @@ local function look(j, h, cs, mode)
   end
 end
 
+-- ---- fencing tokens ------------------------------------------------------------------
+
+-- The handles of a composite (acquire_all) by name. The API gives a composite no token, only
+-- its locks' handles; it does not hand those out, so the torture reads them where the C core
+-- keeps them (the composite's user value) -- test-only knowledge of the internals.
+local function composite_parts(hd)
+  local uv
+  if debug.getuservalue then uv = debug.getuservalue(hd, 1) end
+  if type(uv) ~= "table" and debug.getfenv then uv = debug.getfenv(hd) end
+  local by = {}
+  for _, x in ipairs(type(uv) == "table" and uv or {}) do by[x.name] = x end
+  return by
+end
+
+-- The token of each hold of handle hd over specs (nil where a hold has none), read at once:
+-- a lock's or a write's handle may show its object's next token once released.
+local function tokens_of(hd, specs)
+  local t = {}
+  if hd.kind == "composite" then
+    local by = composite_parts(hd)
+    for i, s in ipairs(specs) do
+      local part = by[L.OBJECTS[s[1]].name]
+      t[i] = part and part.token
+      if not part then
+        count("errors")
+        say("ERROR", "composite", "internals", "no handle of " .. L.OBJECTS[s[1]].name .. " in it")
+      end
+    end
+  elseif hd ~= FAKE then
+    t[1] = hd.token
+  end
+  return t
+end
+
+local last_token = {} -- by object: the latest token this process recorded (for STALE)
+
+-- Records the token of critical section rec (its hold's, or that of its upgrade), checking
+-- that a hold that must have one has one, and that one that must not has none.
+local function record_token(rec, token, must)
+  if rec.fake then return end
+  if must ~= (token ~= nil) or (token and not (token > 0 and token < 2 ^ 53
+      and token == floor(token))) then
+    count("errors")
+    say("ERROR", "token", L.MODE_NAME[rec.mode], "a hold of " .. L.OBJECTS[rec.j].name
+      .. " has token " .. tostring(token))
+    return
+  end
+  if not token then return end
+  local j, t = rec.j, token
+  if STALE > 0 and last_token[j] and random() < STALE then
+    t = last_token[j]
+    count("tokens_planted")
+  end
+  last_token[j] = t
+  count("tokens_recorded")
+  w:set(L.token_word(rec.cs), t)
+end
+
 -- `since`: the earliest time the hold could have been taken on a file (or under a registry
 -- identity) that was already unlinked. The library looks at both within a few milliseconds
 -- before it takes a hold, so that is now, unless the worker was stopped since its call began
 -- (between the look and the hold), or the call took several holds one after another
--- (acquire_all): then it is when the call began.
-local function enter(lane, j, mode, since)
+-- (acquire_all): then it is when the call began. `c0`: NEXT_CS before that call began.
+-- `token`: the hold's fencing token (nil: none); `fake`: no hold (WH_TORTURE_SABOTAGE).
+local function enter(lane, j, mode, since, c0, token, fake)
   local h = K * L.LANES + lane
   local cs = w:add(L.NEXT_CS, 1)
-  local rec = { j = j, h = h, cs = cs, e = L.entry(j, h), mode = mode, since = since }
+  local rec = { j = j, h = h, cs = cs, e = L.entry(j, h), mode = mode, since = since, fake = fake }
+  w:set(L.token_word(cs), 0)
+  record_token(rec, token, mode == L.EXCL or mode == L.TICKET)
+  w:set(L.before_word(cs), c0)
   w:set(L.start_word(cs), us(since))
+  w:set(L.tag_word(cs), cs * L.TAG + h * 16 + j) -- the record is whole
   w:set(rec.e, cs * 16 + mode)
   look(j, h, cs, mode)
   return rec
 end
 
-local function upgrade_entry(rec)
+local function upgrade_entry(rec, token)
   rec.mode = L.EXCL
+  record_token(rec, token, true)
   w:set(rec.e, rec.cs * 16 + L.EXCL)
   look(rec.j, rec.h, rec.cs, L.EXCL)
 end
@@ -159,6 +232,7 @@ local LOST_UPGRADE = { released = true, os = true, invalid_state = true }
 -- BOUND and did not give up early, unless this process was stopped meanwhile.
 local function timed(form, timeout, cancel_at, f, ...)
   local s0 = w:get(STOPSEQ)
+  local c0 = w:get(L.NEXT_CS)
   local t0 = now()
   w:add(IN_CALL, 1)
   local r = pack(pcall(f, ...))
@@ -201,7 +275,7 @@ local function timed(form, timeout, cancel_at, f, ...)
       say("EARLY", form .. "(cancelled)", cancel_at - t0, t1 - t0)
     end
   end
-  return outcome, v, t0, s0
+  return outcome, v, t0, s0, c0
 end
 
 -- The arguments of one acquisition: form, timeout, options, and when a cancellation ends it.
@@ -288,11 +362,14 @@ local lanes_state = {}
 
 -- The critical section of handle hd over `specs` ({ {j, mode}, ... }), then its release by
 -- one of the ways a handle ends (unless `wrapped`: using() or <close> releases it); `upg` (an
--- upgradeable read) may be upgraded inside.
-local function critical(lane, hd, specs, t0, s0, upg, kind, wrapped)
+-- upgradeable read) may be upgraded inside. t0, s0, c0: of the call that took the hold (timed).
+local function critical(lane, hd, specs, t0, s0, c0, upg, kind, wrapped)
   local recs = {}
   local since = (#specs > 1 or w:get(STOPSEQ) ~= s0) and t0 or now()
-  for i, s in ipairs(specs) do recs[i] = enter(lane, s[1], s[2], since) end
+  local tokens = tokens_of(hd, specs)
+  for i, s in ipairs(specs) do
+    recs[i] = enter(lane, s[1], s[2], since, c0, tokens[i], hd == FAKE)
+  end
   local st = lanes_state[lane]
   if st then st.hd, st.recs, st.t0, st.s0 = hd, recs, t0, s0 end
   count("cs_" .. kind)
@@ -302,7 +379,7 @@ local function critical(lane, hd, specs, t0, s0, upg, kind, wrapped)
     local outcome, err = timed("upgrade_" .. form, timeout, cancel_at,
       hd[method(form, "upgrade")], hd, timeout, opts)
     if outcome == "got" then
-      upgrade_entry(recs[1])
+      upgrade_entry(recs[1], hd.token)
       count("cs_upgrade")
       pause(lane, hold_time())
     elseif outcome == "refused" then
@@ -334,28 +411,28 @@ local function critical(lane, hd, specs, t0, s0, upg, kind, wrapped)
 end
 
 local SABOTAGE = tonumber(os.getenv("WH_TORTURE_SABOTAGE") or "") or 0
-local FAKE = { is_lost = function() return false end, release = function() return true end }
 
 local function single(lane, j, base, mode, kind)
   local o = OBJ[j]
   if random() < SABOTAGE then -- the torture's own test: a critical section without the hold
-    critical(lane, FAKE, { { j, mode } }, now(), w:get(STOPSEQ), false, kind, true)
+    critical(lane, FAKE, { { j, mode } }, now(), w:get(STOPSEQ), w:get(L.NEXT_CS), false, kind,
+      true)
     return
   end
-  local outcome, hd, t0, s0 = acquire(lane, o, base)
+  local outcome, hd, t0, s0, c0 = acquire(lane, o, base)
   if outcome ~= "got" then return end
   if lane == 0 and random() < 0.05 then
     -- waithandles.using: released whether the function returns or raises.
     count("released_using")
-    wh.using(hd, function(x) critical(0, x, { { j, mode } }, t0, s0, false, kind, true) end)
+    wh.using(hd, function(x) critical(0, x, { { j, mode } }, t0, s0, c0, false, kind, true) end)
     return
   end
   if lane == 0 and IS_54 and random() < 0.05 then
     count("released_close")
-    CLOSE_RUN(hd, function(x) critical(0, x, { { j, mode } }, t0, s0, false, kind, true) end)
+    CLOSE_RUN(hd, function(x) critical(0, x, { { j, mode } }, t0, s0, c0, false, kind, true) end)
     return
   end
-  if critical(lane, hd, { { j, mode } }, t0, s0, mode == L.UPG, kind) == "drop" then
+  if critical(lane, hd, { { j, mode } }, t0, s0, c0, mode == L.UPG, kind) == "drop" then
     hd = nil
     collectgarbage()
   end
@@ -380,14 +457,15 @@ local function op_composite(lane)
   end
   local form, timeout, opts, cancel_at = plan(lane)
   local m = method(form, "acquire_all")
-  local outcome, hd, t0, s0
+  local outcome, hd, t0, s0, c0
   if form == "try0" then
-    outcome, hd, t0, s0 = timed("all_" .. form, 0, nil, P[m], P, names)
+    outcome, hd, t0, s0, c0 = timed("all_" .. form, 0, nil, P[m], P, names)
   else
-    outcome, hd, t0, s0 = timed("all_" .. form, timeout, cancel_at, P[m], P, names, timeout, opts)
+    outcome, hd, t0, s0, c0 = timed("all_" .. form, timeout, cancel_at, P[m], P, names, timeout,
+      opts)
   end
   if outcome ~= "got" then return end
-  if critical(lane, hd, specs, t0, s0, false, "composite") == "drop" then
+  if critical(lane, hd, specs, t0, s0, c0, false, "composite") == "drop" then
     hd = nil
     collectgarbage()
   end
@@ -449,12 +527,12 @@ local function op_misc()
     local o = open(j)
     count("objects_created")
     local base = L.OBJECTS[j].kind == "rwlock" and "acquire_read" or "acquire"
-    local outcome, hd, t0, s0 = timed("fresh_try0", 0, nil, o["try_" .. base], o)
+    local outcome, hd, t0, s0, c0 = timed("fresh_try0", 0, nil, o["try_" .. base], o)
     if outcome == "got" then
       local mode = L.OBJECTS[j].kind == "lock" and L.EXCL or L.OBJECTS[j].kind == "semaphore"
         and L.TICKET or L.READ
       local kind = mode == L.EXCL and "lock" or mode == L.TICKET and "ticket" or "read"
-      critical(0, hd, { { j, mode } }, t0, s0, false, kind)
+      critical(0, hd, { { j, mode } }, t0, s0, c0, false, kind)
     end
     o = nil
     collectgarbage()
