@@ -43,9 +43,14 @@ FLOORMOD := $(BUILD)/whfloor.so
 BENCHMOD := $(BUILD)/whbench.so
 BENCHC := $(BUILD)/whcpair
 
+# The postgres backend's libpq binding (waithandles.libpq), built only where libpq is installed.
+PQ_INCDIR ?= $(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
+PQ_LIBS ?= -lpq
+PGMOD := $(if $(wildcard $(PQ_INCDIR)/libpq-fe.h),$(BUILD)/waithandles/libpq.so)
+
 .PHONY: all test test-one test-c install uninstall clean demo demo-lua bench bench-quick bench-results model
 
-all: $(MODULE) $(PROCMOD)
+all: $(MODULE) $(PROCMOD) $(PGMOD)
 
 $(BUILD)/obj/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -64,6 +69,10 @@ $(MODULE): $(CORE_OBJ) $(LUA_OBJ)
 $(PROCMOD): csrc/proc.c csrc/compat.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR) -Icsrc -shared $(LDFLAGS) -o $@ $<
+
+$(BUILD)/waithandles/libpq.so: csrc/pg/libpq.c csrc/compat.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR) -I$(PQ_INCDIR) -shared $(LDFLAGS) -o $@ $< $(PQ_LIBS)
 
 # Test-only helper module (fork, kill, waitpid, pipes) and the benchmark floor.
 $(TESTMOD): spec/whtest.c csrc/compat.h
@@ -101,7 +110,7 @@ test:
 	@scripts/test.sh
 
 # The busted suite under one Lua version (used by scripts/test.sh).
-test-one: $(MODULE) $(PROCMOD) $(TESTMOD)
+test-one: $(MODULE) $(PROCMOD) $(PGMOD) $(TESTMOD)
 	LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" \
 	WH_LUA="$(LUA)" WH_BUILD="$(BUILD)" WH_LUA_VERSION="$(LUA_VERSION)" $(RUNNER) $(LUA) $(BUSTED) $(BUSTED_ARGS)
 
@@ -114,6 +123,7 @@ install: $(MODULE) $(PROCMOD)
 	$(INSTALL) -d $(DESTDIR)$(LIBDIR)/waithandles $(DESTDIR)$(LUADIR)/waithandles
 	$(INSTALL) -m 0755 $(MODULE) $(DESTDIR)$(LIBDIR)/waithandles/core.so
 	$(INSTALL) -m 0755 $(PROCMOD) $(DESTDIR)$(LIBDIR)/waithandles/proc.so
+	$(if $(PGMOD),$(INSTALL) -m 0755 $(PGMOD) $(DESTDIR)$(LIBDIR)/waithandles/libpq.so)
 	$(INSTALL) -m 0644 lua/waithandles/*.lua $(DESTDIR)$(LUADIR)/waithandles/
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
 	@lua=$$(command -v $(LUA)) || { echo "install: no interpreter $(LUA) in PATH (set LUA=...)" >&2; exit 1; }; \
