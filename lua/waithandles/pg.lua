@@ -438,17 +438,39 @@ local function held_list(l)
   return "'{" .. concat(t, ",") .. "}'::int[]"
 end
 
+-- Whether this session holds K shared already: then the server grants K shared again at once,
+-- without looking at writers that wait (a lock a session holds is granted to it again), so
+-- writer preference needs a look at pg_locks.
+local function holds_shared(l)
+  return l.reads > 0 or l.upgr
+end
+
+local function no_waiting_writer(k)
+  return fmt("NOT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND "
+    .. "mode = 'ExclusiveLock' AND objsubid = 1 AND classid::int8 = ((%s::int8 >> 32) & 4294967295) AND "
+    .. "objid::int8 = (%s::int8 & 4294967295) AND database = (SELECT oid FROM pg_database WHERE "
+    .. "datname = current_database()))", k.K, k.K)
+end
+
+-- K shared, as an expression.
+local function try_shared(k, l)
+  if holds_shared(l) then
+    return fmt("CASE WHEN %s THEN pg_try_advisory_lock_shared(%s) ELSE false END", no_waiting_writer(k), k.K)
+  end
+  return fmt("pg_try_advisory_lock_shared(%s)", k.K)
+end
+
 -- One attempt without waiting, as one statement whose value is true (or a ticket) when it
 -- acquired.
 local function try_sql(o, k, l, mode)
   if mode == "lock" or mode == "write" then
     return fmt("SELECT pg_try_advisory_lock(%s)", k.K)
   elseif mode == "read" then
-    return fmt("SELECT pg_try_advisory_lock_shared(%s)", k.K)
+    return "SELECT " .. try_shared(k, l)
   elseif mode == "upgradeable_read" then
     -- CASE fixes the order: U, then K shared, giving U back if K is refused.
-    return fmt("SELECT CASE WHEN pg_try_advisory_lock(%s) THEN CASE WHEN pg_try_advisory_lock_shared(%s) "
-      .. "THEN true ELSE NOT pg_advisory_unlock(%s) END ELSE false END", k.U, k.K, k.U)
+    return fmt("SELECT CASE WHEN pg_try_advisory_lock(%s) THEN CASE WHEN %s "
+      .. "THEN true ELSE NOT pg_advisory_unlock(%s) END ELSE false END", k.U, try_shared(k, l), k.U)
   elseif mode == "semaphore" then
     return fmt("WITH RECURSIVE t(i, got) AS (SELECT 0, false UNION ALL SELECT i + 1, CASE WHEN i + 1 = "
       .. "ANY(%s) THEN false ELSE pg_try_advisory_lock(%s, i + 1) END FROM t WHERE NOT got AND i < %d) "
@@ -708,7 +730,10 @@ function Waiter:step()
   end
   if now() >= self.deadline then return true end
   if not admitted(self.l, self.mode, self) then return false, false end
-  if p.busy == nil then
+  -- A server-side wait, unless the server would grant it at once because this session
+  -- holds K shared already (then attempts, which look at waiting writers).
+  local shared_step = self.mode == "read" or (self.mode == "upgradeable_read" and self.have_u)
+  if p.busy == nil and not (shared_step and holds_shared(self.l)) then
     local c = p:_conn(self.o.name)
     if self.gen ~= p.gen then return self:step() end
     p.ops = p.ops + 1
@@ -727,7 +752,7 @@ function Waiter:step()
   if self.mode == "upgrade" then
     sql = fmt("SET lock_timeout = 1; SELECT pg_advisory_lock(%s)", self.keys.K)
   elseif self.mode == "upgradeable_read" and self.have_u then
-    sql = fmt("SELECT pg_try_advisory_lock_shared(%s)", self.keys.K)
+    sql = "SELECT " .. try_shared(self.keys, self.l)
   else
     sql = try_sql(self.o, self.keys, self.l, self.mode)
   end
