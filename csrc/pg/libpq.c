@@ -248,7 +248,8 @@ static int l_alive(lua_State *L)
 {
     struct conn *c = luaL_checkudata(L, 1, T_CONN);
     int ok = c->pg != NULL && getpid() == c->owner && PQstatus(c->pg) == CONNECTION_OK;
-    if (ok && wait_fd(PQsocket(c->pg), POLLIN, 0) > 0)
+    /* The server's last message and its end of file may take two reads to see. */
+    for (int i = 0; ok && i < 4 && wait_fd(PQsocket(c->pg), POLLIN, 0) > 0; i++)
         ok = PQconsumeInput(c->pg) && PQstatus(c->pg) == CONNECTION_OK;
     lua_pushboolean(L, ok);
     return 1;

@@ -158,13 +158,15 @@ end
 Provider.__tostring = provider_tostring
 
 local function conn_error(p, msg, errno, name)
-  raise("os", fmt("postgres backend: %s", msg), name, errno or ECONNRESET)
+  raise("os", fmt("postgres backend%s: %s", name and (" ('" .. name .. "')") or "", msg), name,
+    errno or ECONNRESET)
 end
 
 -- Forgets the session: its holds are gone (handles of session `gen` report lost).
 function Provider:_drop()
   local c = self.c
-  self.c, self.busy, self.pending = nil, nil, {}
+  -- The server released everything the session held: so do the local states.
+  self.c, self.busy, self.pending, self.locals = nil, nil, {}, {}
   if c then c:close() end
 end
 
@@ -261,8 +263,8 @@ function Provider:_run(sql, name)
     for i = 1, #res do
       local r = res[i]
       if not r.ok and r.sqlstate ~= "55P03" and r.sqlstate ~= "57014" then
-        raise("os", fmt("postgres backend: %s (SQLSTATE %s)", tostring(r.message), tostring(r.sqlstate)),
-          name, EIO)
+        raise("os", fmt("postgres backend%s: %s (SQLSTATE %s)", name and (" ('" .. name .. "')") or "",
+          tostring(r.message), tostring(r.sqlstate)), name, EIO)
       end
     end
     if n > 0 then
@@ -727,6 +729,8 @@ function Waiter:step()
     if self.mode == "upgrade" then return true end -- the handle was lost with it
     p:_conn(self.o.name)
     self.gen = p.gen
+    self.l = p:_local(self.o.space)
+    self.l.waiters[self] = true
   end
   if now() >= self.deadline then return true end
   if not admitted(self.l, self.mode, self) then return false, false end
@@ -856,6 +860,7 @@ local function acquire(o, mode, timeout, opts, fname, is_try, async, st)
     local res = p:_run(sql, o.name)
     local r = res[#res]
     local v = r.ok and (mode == "upgrade" or (r[1] and r[1][1]))
+    l = p:_local(o.space) -- a new one if the session was replaced on the way
     if v and v ~= "f" then
       if mode == "upgrade" then
         st.upgraded = true
@@ -892,7 +897,8 @@ local function acquire(o, mode, timeout, opts, fname, is_try, async, st)
   run_waiter(w, sleep, sleep and facade._wait.protect_for_yield() or pcall)
   -- Done: acquired, or out of time, or (an upgrade) its session ended.
   w.done = true
-  l.waiters[w] = nil
+  w.l.waiters[w] = nil
+  l = w.l
   if w.granted then
     w.granted, w.have_u, w.finished = false, false, true
     if mode == "upgrade" then
