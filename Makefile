@@ -72,7 +72,7 @@ $(PROCMOD): csrc/proc.c csrc/compat.h
 
 $(BUILD)/waithandles/libpq.so: csrc/pg/libpq.c csrc/compat.h
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR) -I$(PQ_INCDIR) -shared $(LDFLAGS) -o $@ $< $(PQ_LIBS)
+	$(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR) -I$(PQ_INCDIR) -shared $(SANFLAGS) $(LDFLAGS) -o $@ $< $(PQ_LIBS)
 
 # Test-only helper module (fork, kill, waitpid, pipes) and the benchmark floor.
 $(TESTMOD): spec/whtest.c csrc/compat.h

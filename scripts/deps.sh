@@ -8,9 +8,10 @@ quiet=0
 [ "${1:-}" = "--quiet" ] && quiet=1
 
 pkgs="make gcc clang lua5.4 liblua5.4-dev lua-busted luarocks strace groff-base"
+pkgs="$pkgs libpq-dev postgresql-15 luajit2 libluajit2-5.1-dev" # the postgres backend, its specs on 5.4 and LuaJIT
 if [ "${CI:-}" = "true" ]; then
     pkgs="$pkgs lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev"
-    pkgs="$pkgs luajit2 libluajit2-5.1-dev libclang-rt-14-dev spin valgrind"
+    pkgs="$pkgs libclang-rt-14-dev spin valgrind"
     pkgs="$pkgs nginx libnginx-mod-http-lua curl wrk" # spec/openresty_spec.lua
 fi
 

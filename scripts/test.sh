@@ -56,8 +56,28 @@ SAN_EXE="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-
 SAN="$SAN_EXE -shared-libasan"
 
 echo "waithandles tests$( [ $ci = 1 ] && echo ' (CI=true: every Lua version, clang, sanitizers, model)')"
+
+# The postgres backend's specs (spec/conformance_spec.lua, spec/pg_spec.lua) run against a
+# throwaway PostgreSQL cluster in a temporary directory, started here for every step and
+# stopped at the end; where it cannot start, they report pending.
+pgdir=$(mktemp -d /tmp/waithandles-pg.XXXXXX)
+if WH_PG_CONNINFO=$(scripts/pg-cluster.sh start "$pgdir" 2>"$log/pg-cluster.log"); then
+    WH_PG_DIR=$pgdir
+    export WH_PG_CONNINFO WH_PG_DIR
+    trap 'scripts/pg-cluster.sh stop "$pgdir"' EXIT
+    echo "PostgreSQL: a throwaway cluster at $WH_PG_CONNINFO"
+else
+    echo "PostgreSQL did not start; the postgres specs are pending:"
+    tail -3 "$log/pg-cluster.log"
+    unset WH_PG_CONNINFO
+    rm -rf "$pgdir"
+fi
 step "C unit and process tests (gcc)" $MAKE -s --no-print-directory test-c
 specs 5.4
+if [ $ci = 0 ] && command -v luajit >/dev/null 2>&1 && [ -f /usr/include/luajit-2.1/lua.h ]; then
+    step "specs (LuaJIT): conformance and postgres" $MAKE -s --no-print-directory test-one \
+        LUA_VERSION=luajit BUSTED_ARGS="-o TAP spec/conformance_spec.lua spec/pg_spec.lua"
+fi
 check "luarocks make into a temporary tree" scripts/check-rockspec.sh
 # The main jobs and the benchmark still run (a short benchmark: only that every row produced a
 # number is checked, not the figures).
