@@ -7,6 +7,8 @@
 # PostgreSQL refuses to run as root: as root the cluster runs as `nobody` (setpriv), which owns
 # DIR. Exits 3 (and says why on stderr) where PostgreSQL cannot start: no binaries, no setpriv.
 set -u
+# Not for the server: a sanitizer runtime preloaded into the tests' interpreter.
+unset LD_PRELOAD ASAN_OPTIONS UBSAN_OPTIONS
 cmd=${1:-}
 dir=${2:-}
 [ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop|restart DIR" >&2; exit 2; }
