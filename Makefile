@@ -48,7 +48,7 @@ PQ_INCDIR ?= $(shell pg_config --includedir 2>/dev/null || echo /usr/include/pos
 PQ_LIBS ?= -lpq
 PGMOD := $(if $(wildcard $(PQ_INCDIR)/libpq-fe.h),$(BUILD)/waithandles/libpq.so)
 
-.PHONY: all test test-one test-c install uninstall clean demo demo-lua bench bench-quick bench-results model
+.PHONY: all test test-one test-c install uninstall clean demo demo-lua bench bench-quick bench-results bench-pg model
 
 all: $(MODULE) $(PROCMOD) $(PGMOD)
 
@@ -153,7 +153,7 @@ demo-lua:
 # make bench prints the table (bench/RESULTS.md says what it measures); bench-quick is a short
 # run that only checks every row produced a number (make test runs it); bench-results (or
 # BENCH_WRITE=1) also rewrites bench/RESULTS.md. The uncontended rows run under LuaJIT too
-# when it and its headers are installed.
+# when it and its headers are installed. make bench ends with make bench-pg.
 bench bench-quick bench-results:
 	@scripts/deps.sh --quiet
 	@$(MAKE) -s --no-print-directory all $(FLOORMOD) $(TESTMOD) $(BENCHMOD) $(BENCHC)
@@ -163,6 +163,21 @@ bench bench-quick bench-results:
 	    build/luajit/whtest.so; then jit=luajit; fi; \
 	BENCH_MODE=$@ BENCH_LUAJIT=$$jit BENCH_BUILD="$(BUILD)" LUA_PATH="lua/?.lua;lua/?/init.lua;bench/?.lua;;" \
 	    LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/bench.lua
+	@if [ $@ = bench ]; then echo; $(MAKE) -s --no-print-directory bench-pg; fi
+
+# The postgres backend next to the local one (bench/pg.lua): a throwaway cluster, the rows, stop.
+# make bench runs it too. Where libpq or the PostgreSQL server is missing, or the cluster cannot
+# start, it says so and skips (exit 0).
+bench-pg:
+	@scripts/deps.sh --quiet
+	@$(MAKE) -s --no-print-directory all $(TESTMOD)
+	@if [ -z "$(PGMOD)" ]; then echo "bench-pg: skipped: no $(PQ_INCDIR)/libpq-fe.h (install libpq-dev)"; exit 0; fi; \
+	d=$$(mktemp -d /tmp/waithandles-pg.XXXXXX) || exit 1; \
+	if ! conninfo=$$(scripts/pg-cluster.sh start "$$d" 2>"$$d.err"); then \
+	    echo "bench-pg: skipped: PostgreSQL did not start: $$(tail -1 "$$d.err")"; rm -rf "$$d" "$$d.err"; exit 0; fi; \
+	rm -f "$$d.err"; trap 'scripts/pg-cluster.sh stop "$$d"' EXIT; \
+	WH_PG_CONNINFO="$$conninfo" LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="$(BUILD)/?.so;;" \
+	    $(LUA) bench/pg.lua
 
 # The protocol model (doc/FORMAT.md), checked exhaustively with spin; prints TAP lines.
 model:
