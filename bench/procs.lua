@@ -128,6 +128,48 @@ function P.handover(dir, make, want, hold_lo, hold_hi)
   return { lat = lat, cpu = cpu / waited, polls = npolls / waited }
 end
 
+-- n processes wait for one manual-reset event; the parent sets it, `rounds` times (resetting it
+-- once all have woken). Each round's latency runs from the set to the last waiter returning from
+-- its wait. async: a sleep function, to wait with wait_async instead.
+local W_READY, W_WOKE, W_ROUND, W_STAMPS = 1, 2, 3, 8
+
+function P.wake_all(dir, n, rounds, async)
+  local path, name = fresh(dir, "wake")
+  local sh = B.shared(path .. ".slots", W_STAMPS + n * (rounds + 1))
+  local pids = {}
+  for me = 1, n do
+    pids[me] = U.spawn(function()
+      local ev = wh.event(name, { dir = dir })
+      local call = async and { sleep = async }
+      for k = 1, rounds do
+        assert(U.wait_until(function() return sh:iget(W_ROUND) >= k end, 60), "no round " .. k)
+        sh:add(W_READY)
+        local ok
+        if async then ok = ev:wait_async(60, call) else ok = ev:wait(60) end
+        sh:set(W_STAMPS + k * n + me - 1, now())
+        assert(ok, "the event was never set")
+        sh:add(W_WOKE)
+      end
+    end)
+  end
+  local ev = wh.event(name, { dir = dir })
+  local lat = {}
+  for k = 1, rounds do
+    sh:add(W_ROUND) -- now k
+    assert(U.wait_until(function() return sh:iget(W_READY) >= k * n end, 60), "waiters not ready")
+    sleep(0.01) -- they are inside wait now: blocked, or between polls
+    local t0 = now()
+    ev:set()
+    assert(U.wait_until(function() return sh:iget(W_WOKE) >= k * n end, 60), "waiters not woken")
+    ev:reset()
+    local last = 0
+    for me = 1, n do last = math.max(last, sh:get(W_STAMPS + k * n + me - 1)) end
+    lat[k] = last - t0
+  end
+  assert(U.wait_all(pids, 60) == 0, "a waiter failed")
+  return lat
+end
+
 -- ---- 3. contention ----------------------------------------------------------
 
 -- n processes loop acquire -> release (nothing held in between) for `duration` seconds.

@@ -16,18 +16,6 @@
 #include "lcore.h"
 #include "policy.h"
 
-struct lwaiter {
-    struct wh_obj *o; /* referenced; NULL once closed */
-    struct wh_waiter w;
-    int64_t ac_ns, deadline;
-    double t; /* the timeout, for messages */
-    uint32_t mode;
-    int is_try;
-    int scope_worker;
-};
-
-/* The waiter's user value: what the wait is for, and its options. */
-enum { W_SUBJECT = 1, W_HANDLE, W_CANCEL, W_SLEEP };
 
 static const char *what_of(const struct wh_obj *o)
 {
@@ -65,7 +53,7 @@ static void withdraw(struct lwaiter *w)
 
 /* Raises "cancelled" (after withdrawing w) if the cancel option at idx says so; an error of a
  * cancel function propagates unchanged, also after withdrawing. */
-static void check_cancel(lua_State *L, int idx, struct lwaiter *w, const struct wh_obj *o)
+void wh_check_cancel(lua_State *L, int idx, struct lwaiter *w, const struct wh_obj *o)
 {
     int yes;
     if (idx == 0)
@@ -132,7 +120,7 @@ static struct lhandle *check_upgrade(lua_State *L, int idx, struct lwaiter *w)
 
 /* The object at its path is the object: after something removed or replaced u's file, u goes
  * on with the file now at the path (made again if there is none). Raises on failure. */
-static void reopen(lua_State *L, struct lobj *u)
+void wh_reopen(lua_State *L, struct lobj *u)
 {
     struct wh_obj *old = u->o, *n;
     struct wh_err e;
@@ -145,15 +133,27 @@ static void reopen(lua_State *L, struct lobj *u)
     wh_obj_unref(old);
 }
 
+void wh_waiter_follow(lua_State *L, struct lwaiter *w, int uv)
+{
+    struct lobj *u;
+    lua_rawgeti(L, uv, W_SUBJECT);
+    u = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    wh_reopen(L, u);
+    wh_obj_ref(u->o);
+    wh_obj_unref(w->o);
+    w->o = u->o;
+}
+
 /* wh_attempt without a waiter on u's object, following it to a new file if need be. */
 static int attempt_obj(lua_State *L, struct lobj *u, uint32_t mode, uint64_t *held,
-                       struct wh_err *e)
+                       uint64_t *token, struct wh_err *e)
 {
     for (int tries = 0;; tries++) {
-        int r = wh_attempt(u->o, mode, u->ac_ns, NULL, 0, held, e);
+        int r = wh_attempt_t(u->o, mode, u->ac_ns, NULL, 0, held, token, e);
         if (r >= 0 || e->code != WH_EREPLACED || tries == 3)
             return r;
-        reopen(L, u);
+        wh_reopen(L, u);
     }
 }
 
@@ -167,7 +167,7 @@ static struct lwaiter *to_waiter(lua_State *L, int idx)
     return w;
 }
 
-static void close_waiter(struct lwaiter *w)
+void wh_close_waiter(struct lwaiter *w)
 {
     struct wh_obj *o = w->o;
     if (o != NULL) {
@@ -179,7 +179,7 @@ static void close_waiter(struct lwaiter *w)
 
 static int waiter_gc(lua_State *L)
 {
-    close_waiter(luaL_checkudata(L, 1, WH_T_WAITER));
+    wh_close_waiter(luaL_checkudata(L, 1, WH_T_WAITER));
     return 0;
 }
 
@@ -238,7 +238,7 @@ static int waiter_attempt(lua_State *L, struct lwaiter *w, int uv, int64_t guard
                           int block)
 {
     struct wh_err e;
-    uint64_t held = 0;
+    uint64_t held = 0, token = 0;
     int r;
     struct lhandle *h = NULL;
     if (w->mode == WH_MODE_UPGRADE) {
@@ -247,20 +247,13 @@ static int waiter_attempt(lua_State *L, struct lwaiter *w, int uv, int64_t guard
         lua_pop(L, 1);
     }
     if (block)
-        r = wh_wait(w->o, w->mode, w->ac_ns, &w->w, guard_deadline, &held, &e);
+        r = wh_wait_t(w->o, w->mode, w->ac_ns, &w->w, guard_deadline, &held, &token, &e);
     else
-        r = wh_attempt(w->o, w->mode, w->ac_ns, &w->w, 0, &held, &e);
+        r = wh_attempt_t(w->o, w->mode, w->ac_ns, &w->w, 0, &held, &token, &e);
     if (r < 0 && e.code == WH_EREPLACED && h == NULL) {
         /* Wait on the file now at the path, with a new mark there. */
-        struct lobj *u;
         withdraw(w);
-        lua_rawgeti(L, uv, W_SUBJECT);
-        u = lua_touserdata(L, -1);
-        lua_pop(L, 1);
-        reopen(L, u);
-        wh_obj_ref(u->o);
-        wh_obj_unref(w->o);
-        w->o = u->o;
+        wh_waiter_follow(L, w, uv);
         w->w.idx = -1;
         return 0;
     }
@@ -272,10 +265,15 @@ static int waiter_attempt(lua_State *L, struct lwaiter *w, int uv, int64_t guard
         return 0;
     if (h != NULL) {
         h->flags |= H_UPGRADED;
+        h->token = token;
         lua_pushboolean(L, 1);
     } else {
+        struct lobj *u;
+        lua_rawgeti(L, uv, W_SUBJECT);
+        u = lua_touserdata(L, -1);
         lua_rawgeti(L, uv, W_HANDLE);
-        wh_handle_hold(lua_touserdata(L, -1), w->o, held);
+        wh_handle_hold(lua_touserdata(L, -1), w->o, held, token, u->token_box[w->mode]);
+        lua_remove(L, -2);
         wh_acquired(L, w->scope_worker);
     }
     return 1;
@@ -300,13 +298,15 @@ static int block(lua_State *L, struct lwaiter *w, int uv)
             withdraw(w);
             return not_acquired(L, w->is_try, w->mode == WH_MODE_UPGRADE, w->t, w->o);
         }
-        check_cancel(L, cancel, w, w->o);
+        wh_check_cancel(L, cancel, w, w->o);
     }
 }
 
 static int waiter_block(lua_State *L)
 {
     struct lwaiter *w = to_waiter(L, 1);
+    if (w->mode == WH_MODE_EVENT)
+        return wh_event_block(L, w);
     lua_settop(L, 1);
     wh_getuv(L, 1);
     return block(L, w, 2);
@@ -316,11 +316,13 @@ static int waiter_block(lua_State *L)
 static int waiter_poll(lua_State *L)
 {
     struct lwaiter *w = to_waiter(L, 1);
+    if (w->mode == WH_MODE_EVENT)
+        return wh_event_poll(L, w);
     int64_t now, left;
     lua_settop(L, 1);
     wh_getuv(L, 1);
     lua_rawgeti(L, 2, W_CANCEL);
-    check_cancel(L, lua_isnil(L, 3) ? 0 : 3, w, w->o);
+    wh_check_cancel(L, lua_isnil(L, 3) ? 0 : 3, w, w->o);
     lua_settop(L, 2);
     /* Skip the full attempt while nothing changed (a read of seq). */
     if (w->w.idx < 0 || wh_changed(w->o, &w->w, w->ac_ns) || w->mode == WH_MODE_UPGRADE) {
@@ -370,7 +372,7 @@ static int start(lua_State *L, const struct wh_sig *sig, int level, struct lwait
     struct wh_err e;
     int64_t ac;
     int handle = 0, r;
-    uint64_t held = 0;
+    uint64_t held = 0, token = 0;
     struct lhandle *h = NULL, *up = NULL;
 
     wh_checkargs(L, sig, 1, level, &a);
@@ -385,11 +387,11 @@ static int start(lua_State *L, const struct wh_sig *sig, int level, struct lwait
         h = wh_new_handle(L, u, sig->mode);
         handle = lua_gettop(L);
     }
-    check_cancel(L, a.cancel, NULL, o);
+    wh_check_cancel(L, a.cancel, NULL, o);
     if (up != NULL) {
-        r = wh_attempt(o, sig->mode, ac, NULL, 0, &held, &e);
+        r = wh_attempt_t(o, sig->mode, ac, NULL, 0, &held, &token, &e);
     } else {
-        r = attempt_obj(L, a.self, sig->mode, &held, &e);
+        r = attempt_obj(L, a.self, sig->mode, &held, &token, &e);
         o = ((struct lobj *)a.self)->o; /* perhaps the file now at the path */
     }
     if (r < 0)
@@ -397,9 +399,10 @@ static int start(lua_State *L, const struct wh_sig *sig, int level, struct lwait
     if (r == 1) {
         if (up != NULL) {
             up->flags |= H_UPGRADED;
+            up->token = token;
             lua_pushboolean(L, 1);
         } else {
-            wh_handle_hold(h, o, held);
+            wh_handle_hold(h, o, held, token, ((struct lobj *)a.self)->token_box[sig->mode]);
             wh_acquired(L, ((struct lobj *)a.self)->scope_worker);
         }
         return 1;
@@ -436,10 +439,10 @@ static int blocking(lua_State *L, const struct wh_sig *sig)
         if (u != NULL && u == lua_touserdata(L, lua_upvalueindex(1)) && u->o != NULL) {
             struct lhandle *h = wh_new_handle(L, u, sig->mode);
             struct wh_err e;
-            uint64_t held = 0;
-            r = attempt_obj(L, u, sig->mode, &held, &e);
+            uint64_t held = 0, token = 0;
+            r = attempt_obj(L, u, sig->mode, &held, &token, &e);
             if (r == 1) {
-                wh_handle_hold(h, u->o, held);
+                wh_handle_hold(h, u->o, held, token, u->token_box[sig->mode]);
                 if (wh_any_hook)
                     wh_acquired(L, u->scope_worker);
                 return 1;
@@ -455,7 +458,7 @@ static int blocking(lua_State *L, const struct wh_sig *sig)
         return 1;
     wh_getuv(L, -1);
     r = block(L, w, lua_gettop(L));
-    close_waiter(w);
+    wh_close_waiter(w);
     return r;
 }
 
@@ -522,6 +525,8 @@ void wh_push_info(lua_State *L, struct wh_dir *d, uint32_t kind, const struct wh
     }
     lua_pushinteger(L, (lua_Integer)in->waiting);
     lua_setfield(L, -2, "waiting");
+    lua_pushinteger(L, (lua_Integer)in->token);
+    lua_setfield(L, -2, "token");
     lua_createtable(L, (int)in->nholders, 0);
     for (uint32_t i = 0; i < in->nholders; i++) {
         lua_createtable(L, 0, 1);

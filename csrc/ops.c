@@ -69,6 +69,21 @@ void wh_waiter_init(struct wh_waiter *w, uint32_t mode, int futex, int64_t since
 int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
                int64_t guard_deadline, uint64_t *held, struct wh_err *e)
 {
+    return wh_attempt_t(o, mode, ac_ns, w, guard_deadline, held, NULL, e);
+}
+
+/* Whether the holds of dead processes are to be looked for: abandonment_check (ac_ns) since the
+ * last scan, or a last scan that is not in [0, now], which a file written before a reboot holds
+ * (the monotonic clock starts again) or anything else wrote: a scan now, never an overflow. */
+static int reclaim_due(struct wh_obj_header *h, int64_t now, int64_t ac_ns)
+{
+    int64_t last = atomic_load(&h->last_reclaim);
+    return last < 0 || last > now || now - last >= ac_ns;
+}
+
+int wh_attempt_t(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
+                 int64_t guard_deadline, uint64_t *held, uint64_t *token, struct wh_err *e)
+{
     const struct wh_view *v = &o->v;
     struct wh_ctx c;
     int wake = 0, r, mine = -1;
@@ -106,7 +121,7 @@ int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter 
     r = wh_st_try(v, &c, mode, mine, w ? w->since : c.now);
     if (r == 0 && c.now == 0)
         c.now = wh_now();
-    if (r == 0 && c.now - atomic_load(&v->h->last_reclaim) >= ac_ns) {
+    if (r == 0 && reclaim_due(v->h, c.now, ac_ns)) {
         if (wh_st_reclaim(v, &c) && !wake)
             wake = 1;
         r = wh_st_try(v, &c, mode, mine, w ? w->since : c.now);
@@ -121,6 +136,9 @@ int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter 
     }
     if (r == 1) {
         *held = me;
+        if (token != NULL) /* the one this acquisition took, for exclusive holds and tickets */
+            *token = mode == WH_MODE_READ || mode == WH_MODE_UPGRADEABLE ? 0
+                                                                        : atomic_load(&v->h->token);
         if (w != NULL && w->idx >= 0) {
             wh_st_withdraw(v, w->idx, w->tag, me);
             w->idx = -1;
@@ -147,12 +165,18 @@ int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter 
 int wh_wait(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
             int64_t deadline, uint64_t *held, struct wh_err *e)
 {
+    return wh_wait_t(o, mode, ac_ns, w, deadline, held, NULL, e);
+}
+
+int wh_wait_t(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
+              int64_t deadline, uint64_t *held, uint64_t *token, struct wh_err *e)
+{
     /* The waiter wakes at least every `interval` to refresh its mark (and see whether a
      * reclamation is due), whatever abandonment_check is. */
     w->interval = ac_ns < WH_BLOCK_SLICE_NS ? ac_ns : WH_BLOCK_SLICE_NS;
     for (;;) {
         int64_t now, slice;
-        int r = wh_attempt(o, mode, ac_ns, w, deadline, held, e);
+        int r = wh_attempt_t(o, mode, ac_ns, w, deadline, held, token, e);
         if (r != 0)
             return r;
         now = wh_now();
@@ -232,7 +256,7 @@ int wh_changed(struct wh_obj *o, const struct wh_waiter *w, int64_t ac_ns)
 {
     int64_t now = wh_now();
     return atomic_load(&o->v.h->seq) != w->seq || now - w->last_attempt >= WH_LEASE(w->interval) / 2 ||
-           now - atomic_load(&o->v.h->last_reclaim) >= ac_ns;
+           reclaim_due(o->v.h, now, ac_ns);
 }
 
 int64_t wh_poll_delay(const struct wh_waiter *w, int64_t now)

@@ -262,6 +262,14 @@ int wh_st_admits(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode)
     return room(v, c, mode) > 0;
 }
 
+/* A new fencing token for an exclusive hold or a ticket, stored before the hold is taken: a
+ * crash in between burns a token, never hands one out twice. */
+static void bump_token(struct wh_obj_header *h)
+{
+    uint64_t t = LD(&h->token);
+    ST(&h->token, t < WH_TOKEN_MAX ? t + 1 : t);
+}
+
 int wh_st_try(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, int my_entry,
               int64_t since)
 {
@@ -280,6 +288,7 @@ int wh_st_try(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, in
         return 0;
     switch (mode) {
     case WH_MODE_LOCK:
+        bump_token(h);
         if (has_slots(v))
             return take_count(v, c);
         ST(&h->owner, c->me);
@@ -288,6 +297,7 @@ int wh_st_try(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, in
         return take_count(v, c);
     case WH_MODE_WRITE:
     case WH_MODE_UPGRADE:
+        bump_token(h);
         ST(&h->owner, c->me);
         return 1;
     case WH_MODE_UPGRADEABLE:
@@ -472,6 +482,8 @@ void wh_st_info(const struct wh_view *v, const struct wh_ctx *c, struct wh_info 
     struct wh_obj_header *h = v->h;
     uint64_t owner = LD(&h->owner), upg = LD(&h->upgradeable);
     memset(out, 0, sizeof *out);
+    out->token = LD(&h->token);
+    out->ev_set = LD(&h->ev_set);
     if (v->kind != WH_KIND_SEMAPHORE && owner != 0) {
         out->writer = 1;
         add_holder(out, owner);

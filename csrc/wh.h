@@ -116,6 +116,8 @@ struct wh_ctx { /* one operation of one process */
 
 struct wh_info {
     uint32_t held, readers, waiting_writers, waiting;
+    uint64_t token;  /* the latest fencing token handed out */
+    uint32_t ev_set; /* an event: set */
     int writer, upgradeable, upgraded;
     uint32_t nholders;
     uint64_t holders[64];
@@ -187,6 +189,18 @@ int wh_obj_validate(struct wh_dir *d, const char *name, const struct wh_obj_head
 int wh_inspect(struct wh_dir *d, const char *name, uint32_t *kind, uint32_t *max_count,
                struct wh_info *out, struct wh_err *e);
 
+/* ---- events (event.c): single words, no guard, no marks ---- */
+
+void wh_event_set(struct wh_obj *o);   /* wakes every waiter */
+void wh_event_reset(struct wh_obj *o);
+int wh_event_is_set(struct wh_obj *o);
+uint64_t wh_event_gen(struct wh_obj *o);
+/* 1 if a wait that began at generation gen0 is over: set since, or (manual) set now; an
+ * auto-reset event's signal is taken by exactly one such call. */
+int wh_event_try(struct wh_obj *o, uint64_t gen0);
+/* wh_event_try, sleeping on the futex until it succeeds or `until` (0 then). */
+int wh_event_wait(struct wh_obj *o, uint64_t gen0, int64_t until);
+
 /* ---- releases waiting for the guard (pending.c) ---- */
 
 void wh_pending_add(struct wh_obj *o, uint32_t mode, uint64_t ident);
@@ -213,12 +227,17 @@ void wh_waiter_init(struct wh_waiter *w, uint32_t mode, int futex, int64_t since
  * the lease WH_LEASE(w->interval). */
 int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
                int64_t guard_deadline, uint64_t *held, struct wh_err *e);
+/* The same, and *token (if not NULL) gets the fencing token of what it took (0: none). */
+int wh_attempt_t(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
+                 int64_t guard_deadline, uint64_t *held, uint64_t *token, struct wh_err *e);
 /* The delay before an async waiter's next poll (policy.h). */
 int64_t wh_poll_delay(const struct wh_waiter *w, int64_t now);
 /* Blocks until acquired or deadline; on a timeout or an error the entry stays registered
  * (the caller withdraws it). */
 int wh_wait(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
             int64_t deadline, uint64_t *held, struct wh_err *e);
+int wh_wait_t(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
+              int64_t deadline, uint64_t *held, uint64_t *token, struct wh_err *e);
 /* 1 released (maybe later: never waits longer than WH_GUARD_GRACE_NS), 0 not ours. */
 int wh_release(struct wh_obj *o, uint32_t mode, uint64_t ident);
 /* Gives back this process's pending releases of o; 0 if the guard stayed busy a while. */

@@ -234,9 +234,20 @@ function Child:expect(want, timeout)
   end
 end
 
--- The child's very next line must be `want` (no line is skipped).
-function Child:said(want, timeout)
-  local l, why = self:line(timeout or 10)
+-- The child's very next line must be `want` (no line is skipped). drive(), if given, is
+-- called every few milliseconds meanwhile: an async waiter resumed there keeps its place (a
+-- waiter that stops polling loses it within its lease, and a child may take longer to start).
+function Child:said(want, timeout, drive)
+  local l, why
+  if drive then
+    local deadline = H.now() + (timeout or 10)
+    repeat
+      drive()
+      l, why = self:line(0.005)
+    until l ~= nil or why ~= "timeout" or H.now() > deadline
+  else
+    l, why = self:line(timeout or 10)
+  end
   assert.are.equal(want, l, ("child %d: got %s; it said:\n%s"):format(self.pid,
     tostring(l or why), table.concat(self.log, "\n")))
 end
@@ -464,7 +475,7 @@ end
 
 -- One attempt of each kind on rwlock `rw` (in `dir`) by a separate process
 -- must give `want`, e.g. "read no upgradeable no write".
-function H.probe_rw(dir, rw, want)
+function H.probe_rw(dir, rw, want, drive)
   local p = H.spawn([[
     local rw = wh.rwlock(ARGS.name, { dir = ARGS.dir })
     local r = rw:try_acquire_read()
@@ -472,7 +483,7 @@ function H.probe_rw(dir, rw, want)
     local w = rw:try_acquire_write()
     say(r and "read" or "no read", u and "upgradeable" or "no upgradeable", w and "write" or "no write")
   ]], { dir = dir, name = rw.name })
-  p:said(want)
+  p:said(want, nil, drive)
   p:ok()
 end
 

@@ -18,7 +18,7 @@ local now = core.now
 
 M.lock, M.semaphore, M.rwlock, M.remove = core.lock, core.semaphore, core.rwlock, core.remove
 M.provider, M.safe_name, M.cancel_token = core.provider, core.safe_name, core.cancel_token
-M.inspect, M.list = core.inspect, core.list
+M.inspect, M.list, M.event = core.inspect, core.list, core.event
 
 -- waithandles.provider{ backend = "postgres", conninfo = ... } is the postgres backend
 -- (waithandles/pg.lua); backend = "local", the default, is the C core's provider.
@@ -181,13 +181,14 @@ end
 
 -- In the phases that run for a request (a timer's callback counts as one), a
 -- hold of an object whose scope is "request" (the default) is given back when
--- the request ends, however it ends (csrc/lngx.c).
+-- the request ends, however it ends (csrc/lngx.c). Not in `log`: nginx has run
+-- the request's cleanups by then, so a hold taken there lasts until released.
 do
   local ngx = rawget(_G, "ngx")
   if type(ngx) == "table" and type(ngx.get_phase) == "function" then
     local REQUEST_PHASES = {
-      rewrite = true, access = true, content = true, header_filter = true, body_filter = true,
-      log = true, timer = true,
+      set = true, rewrite = true, balancer = true, access = true, content = true,
+      header_filter = true, body_filter = true, timer = true,
     }
     local get_phase, bind = ngx.get_phase, core.ngx_bind
     core.set_acquire_hook(function(h)
