@@ -316,6 +316,38 @@ describe("postgres backend", function()
       assert.is_true(worst < 0.05, ("a resume took %.3f s"):format(worst))
     end)
 
+    it("a call that needs the connection ends a wait just sent, even one the server had not begun", function()
+      -- A cancel that reaches the server while it has not yet read the statement is dropped:
+      -- the backend is stopped (SIGSTOP) while the wait is sent and while it is cancelled.
+      local other = assert(raw:lock("busy"):try_acquire())
+      local co = coroutine.create(function() return p:lock("busy"):acquire_async(20, { sleep = yield }) end)
+      assert.is_true((coroutine.resume(co)))            -- its wait is in flight
+      assert(p:lock("free1"):try_acquire()):release()   -- ends it; the waiter sends it again...
+      local bpid = assert(p:backend_pid())
+      if not T.kill(bpid, 19) then pending("cannot signal the server's backend") return end
+      local ok, err = pcall(function()
+        assert.is_true((coroutine.resume(co)))          -- ...to a backend that does not run
+        local child = T.fork()
+        if child == 0 then
+          T.sleep(0.3)
+          T.kill(bpid, 18)
+          T.exit(0)
+        end
+        local t0 = H.now()
+        local h = p:lock("free2"):try_acquire()         -- its cancel reaches a stopped backend
+        local took = H.now() - t0
+        T.waitpid(child, 10)
+        assert.is_truthy(h, "the lock is free")
+        assert.is_true(took < 3, ("the call waited %.1f s for the wait it cancelled"):format(took))
+        h:release()
+      end)
+      T.kill(bpid, 18)
+      assert(ok, err)
+      other:release()
+      local h = H.drive_body(co, nil, 10)
+      assert.is_true(h:is_held())
+    end)
+
     it("a handle collected while another wait is in flight is released soon", function()
       local other = assert(wh.provider(opts):lock("busy"):try_acquire())
       do local _ = assert(p:lock("jobs"):try_acquire()) end

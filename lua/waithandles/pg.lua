@@ -224,8 +224,14 @@ function Provider:_preempt()
   local w = self.busy
   if not w then return end
   local c = self.c
-  c:consume()
-  if c:busy() then c:cancel() end
+  -- A cancel that reaches the server before it has begun the statement is dropped (it is
+  -- still reading the command): cancel again until the statement has ended.
+  local delay = 0.001
+  while c:consume() and c:busy() do
+    c:cancel()
+    c:wait(true, false, delay)
+    delay = min(delay * 2, 0.1)
+  end
   local res, err = collect(c)
   self.busy = nil
   w.inflight = false
