@@ -22,7 +22,7 @@ local concat, sort = table.concat, table.sort
 local fmt = string.format
 local now = core.now
 local MAX_SECONDS = 2147483.647
-local ECONNREFUSED, ECONNRESET, EIO = 111, 104, 5
+local ECONNREFUSED, ECONNRESET, EIO, EOPNOTSUPP = 111, 104, 5, 95
 
 -- How waits behave (doc/POSTGRES.md "Waiting").
 local DEFAULT_AC = 0.1         -- abandonment_check: how often a blocking wait asks its cancel function
@@ -1175,6 +1175,20 @@ function Provider.remove(p, name, opts, ...)
   check_name(name, 1, 1, "remove")
   check_ctor_opts(opts, 1, 2, "remove")
   return false
+end
+
+-- No events: a set event must stay set while no session is connected, and advisory locks
+-- keep nothing beyond their session (doc/POSTGRES.md "Events and fencing tokens").
+function Provider.event(p, name, opts, ...)
+  check_provider(p, "event")
+  check_nargs(select("#", ...) + 2, 2, 1, "event")
+  check_name(name, 1, 1, "event")
+  if opts ~= nil and type(opts) ~= "table" then
+    argerror(1, 2, "event", "options table expected, got %s", typename(opts))
+  end
+  raise("os", fmt("backend \"postgres\" has no events (event '%s'): advisory locks keep no state "
+    .. "beyond a session; use p:event of a provider{ backend = \"local\" } on one machine, or the "
+    .. "database's LISTEN/NOTIFY", name), name, EOPNOTSUPP)
 end
 
 -- Closes the provider's session now: every hold it has ends (handles report lost).
