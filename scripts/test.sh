@@ -93,6 +93,11 @@ check "make demo-lua: the counter is exact" sh -c "$MAKE -s --no-print-directory
 check "make demo: waithandle -s 2 keeps its limit" sh -c "$MAKE -s --no-print-directory demo | grep -q 'LIMIT HELD'"
 check "doc/waithandle.1: no groff warning" sh -c '[ -z "$(groff -Tutf8 -ww -man -z doc/waithandle.1 2>&1)" ]'
 step "make bench-quick: every row has a number" $MAKE -s --no-print-directory bench-quick
+if [ -n "${WH_PG_CONNINFO:-}" ]; then
+    check "bench/pg.lua: every row has a number" sh -c 'BENCH_ROUNDS=3 \
+        LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/5.4/?.so;;" lua5.4 bench/pg.lua |
+        grep -Ec "^\| .*[0-9] (µs|ms) \| [0-9.]+ (/ [0-9.]+ )?(µs|ms) \|$" | grep -qx 3'
+fi
 
 if [ $ci = 1 ]; then
     for v in 5.1 5.2 5.3 luajit; do
