@@ -43,12 +43,17 @@ FLOORMOD := $(BUILD)/whfloor.so
 BENCHMOD := $(BUILD)/whbench.so
 BENCHC := $(BUILD)/whcpair
 
+# The postgres backend's libpq binding (waithandles.libpq), built only where libpq is installed.
+PQ_INCDIR ?= $(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
+PQ_LIBS ?= -lpq
+PGMOD := $(if $(wildcard $(PQ_INCDIR)/libpq-fe.h),$(BUILD)/waithandles/libpq.so)
+
 .PHONY: all test test-one test-c install uninstall clean demo demo-lua bench bench-quick bench-results model \
-	bench-openresty \
+	bench-openresty bench-pg \
 	torture torture-build fuzz soak
 .PHONY: static embed
 
-all: $(MODULE) $(PROCMOD)
+all: $(MODULE) $(PROCMOD) $(PGMOD)
 
 $(BUILD)/obj/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -67,6 +72,10 @@ $(MODULE): $(CORE_OBJ) $(LUA_OBJ)
 $(PROCMOD): csrc/proc.c csrc/compat.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR) -Icsrc -shared $(LDFLAGS) -o $@ $<
+
+$(BUILD)/waithandles/libpq.so: csrc/pg/libpq.c csrc/compat.h
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR) -I$(PQ_INCDIR) -shared $(SANFLAGS) $(LDFLAGS) -o $@ $< $(PQ_LIBS)
 
 # Test-only helper module (fork, kill, waitpid, pipes) and the benchmark floor.
 $(TESTMOD): spec/whtest.c csrc/compat.h
@@ -139,7 +148,7 @@ test:
 	@scripts/test.sh
 
 # The busted suite under one Lua version (used by scripts/test.sh).
-test-one: $(MODULE) $(PROCMOD) $(TESTMOD)
+test-one: $(MODULE) $(PROCMOD) $(PGMOD) $(TESTMOD)
 	LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" \
 	WH_LUA="$(LUA)" WH_BUILD="$(BUILD)" WH_LUA_VERSION="$(LUA_VERSION)" $(RUNNER) $(LUA) $(BUSTED) $(BUSTED_ARGS)
 
@@ -152,6 +161,7 @@ install: $(MODULE) $(PROCMOD) $(STATIC)
 	$(INSTALL) -d $(DESTDIR)$(LIBDIR)/waithandles $(DESTDIR)$(LUADIR)/waithandles
 	$(INSTALL) -m 0755 $(MODULE) $(DESTDIR)$(LIBDIR)/waithandles/core.so
 	$(INSTALL) -m 0755 $(PROCMOD) $(DESTDIR)$(LIBDIR)/waithandles/proc.so
+	$(if $(PGMOD),$(INSTALL) -m 0755 $(PGMOD) $(DESTDIR)$(LIBDIR)/waithandles/libpq.so)
 	$(INSTALL) -m 0644 lua/waithandles/*.lua $(DESTDIR)$(LUADIR)/waithandles/
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
 	@lua=$$(command -v $(LUA)) || { echo "install: no interpreter $(LUA) in PATH (set LUA=...)" >&2; exit 1; }; \
@@ -185,7 +195,7 @@ demo-lua:
 # make bench prints the table (bench/RESULTS.md says what it measures); bench-quick is a short
 # run that only checks every row produced a number (make test runs it); bench-results (or
 # BENCH_WRITE=1) also rewrites bench/RESULTS.md. The uncontended rows run under LuaJIT too
-# when it and its headers are installed.
+# when it and its headers are installed. make bench ends with make bench-pg.
 bench bench-quick bench-results:
 	@scripts/deps.sh --quiet
 	@$(MAKE) -s --no-print-directory all $(FLOORMOD) $(TESTMOD) $(BENCHMOD) $(BENCHC)
@@ -195,6 +205,21 @@ bench bench-quick bench-results:
 	    build/luajit/whtest.so; then jit=luajit; fi; \
 	BENCH_MODE=$@ BENCH_LUAJIT=$$jit BENCH_BUILD="$(BUILD)" LUA_PATH="lua/?.lua;lua/?/init.lua;bench/?.lua;;" \
 	    LUA_CPATH="$(BUILD)/?.so;;" $(LUA) bench/bench.lua
+	@if [ $@ = bench ]; then echo; $(MAKE) -s --no-print-directory bench-pg; fi
+
+# The postgres backend next to the local one (bench/pg.lua): a throwaway cluster, the rows, stop.
+# make bench runs it too. Where libpq or the PostgreSQL server is missing, or the cluster cannot
+# start, it says so and skips (exit 0).
+bench-pg:
+	@scripts/deps.sh --quiet
+	@$(MAKE) -s --no-print-directory all $(TESTMOD)
+	@if [ -z "$(PGMOD)" ]; then echo "bench-pg: skipped: no $(PQ_INCDIR)/libpq-fe.h (install libpq-dev)"; exit 0; fi; \
+	d=$$(mktemp -d /tmp/waithandles-pg.XXXXXX) || exit 1; \
+	if ! conninfo=$$(scripts/pg-cluster.sh start "$$d" 2>"$$d.err"); then \
+	    echo "bench-pg: skipped: PostgreSQL did not start: $$(tail -1 "$$d.err")"; rm -rf "$$d" "$$d.err"; exit 0; fi; \
+	rm -f "$$d.err"; trap 'scripts/pg-cluster.sh stop "$$d"' EXIT; \
+	WH_PG_CONNINFO="$$conninfo" LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="$(BUILD)/?.so;;" \
+	    $(LUA) bench/pg.lua
 
 # waithandles against the lua-resty-lock algorithm in real nginx (4 workers, wrk): prints the
 # table of README.md's "Using waithandles in OpenResty"; fails if the acceptance figures do not

@@ -23,6 +23,8 @@ build = {
    type = "builtin",
    modules = {
       ["waithandles"] = "lua/waithandles/init.lua",
+      -- The postgres backend's Lua side; its C module (waithandles.libpq) needs libpq: make install.
+      ["waithandles.pg"] = "lua/waithandles/pg.lua",
       ["waithandles.core"] = {
          sources = {
             "csrc/err.c", "csrc/names.c", "csrc/wait.c", "csrc/guard.c", "csrc/state.c",

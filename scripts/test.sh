@@ -61,11 +61,31 @@ SAN_EXE="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-
 SAN="$SAN_EXE -shared-libasan"
 
 echo "waithandles tests$( [ $ci = 1 ] && echo ' (CI=true: every Lua version, clang, sanitizers, model, torture, fuzzing, soak)')"
+
+# The postgres backend's specs (spec/conformance_spec.lua, spec/pg_spec.lua) run against a
+# throwaway PostgreSQL cluster in a temporary directory, started here for every step and
+# stopped at the end; where it cannot start, they report pending.
+pgdir=$(mktemp -d /tmp/waithandles-pg.XXXXXX)
+if WH_PG_CONNINFO=$(scripts/pg-cluster.sh start "$pgdir" 2>"$log/pg-cluster.log"); then
+    WH_PG_DIR=$pgdir
+    export WH_PG_CONNINFO WH_PG_DIR
+    trap 'scripts/pg-cluster.sh stop "$pgdir"' EXIT
+    echo "PostgreSQL: a throwaway cluster at $WH_PG_CONNINFO"
+else
+    echo "PostgreSQL did not start; the postgres specs are pending:"
+    tail -3 "$log/pg-cluster.log"
+    unset WH_PG_CONNINFO
+    rm -rf "$pgdir"
+fi
 step "C unit and process tests (gcc)" $MAKE -s --no-print-directory test-c
 # The nginx specs (spec/openresty*_spec.lua) need nginx, its lua module, OpenResty's LuaJIT, curl
 # and wrk: installed here as root; where they cannot be, those specs are pending and say why.
 scripts/deps-openresty.sh --soft
 specs 5.4
+if [ $ci = 0 ] && command -v luajit >/dev/null 2>&1 && [ -f /usr/include/luajit-2.1/lua.h ]; then
+    step "specs (LuaJIT): conformance and postgres" $MAKE -s --no-print-directory test-one \
+        LUA_VERSION=luajit BUSTED_ARGS="-o TAP spec/conformance_spec.lua spec/pg_spec.lua"
+fi
 check "luarocks make into a temporary tree" scripts/check-rockspec.sh
 # The main jobs and the benchmark still run (a short benchmark: only that every row produced a
 # number is checked, not the figures).
@@ -73,6 +93,11 @@ check "make demo-lua: the counter is exact" sh -c "$MAKE -s --no-print-directory
 check "make demo: waithandle -s 2 keeps its limit" sh -c "$MAKE -s --no-print-directory demo | grep -q 'LIMIT HELD'"
 check "doc/waithandle.1: no groff warning" sh -c '[ -z "$(groff -Tutf8 -ww -man -z doc/waithandle.1 2>&1)" ]'
 step "make bench-quick: every row has a number" $MAKE -s --no-print-directory bench-quick
+if [ -n "${WH_PG_CONNINFO:-}" ]; then
+    check "bench/pg.lua: every row has a number" sh -c 'BENCH_ROUNDS=3 \
+        LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/5.4/?.so;;" lua5.4 bench/pg.lua |
+        grep -Ec "^\| .*[0-9] (µs|ms) \| [0-9.]+ (/ [0-9.]+ )?(µs|ms) \|$" | grep -qx 3'
+fi
 
 if [ $ci = 1 ]; then
     for v in 5.1 5.2 5.3 luajit; do
