@@ -8,7 +8,11 @@
 local H = require "helpers"
 local X = require "hosts"
 
-local FRAME_BOUND = 0.050 -- no frame may take longer while a coroutine waits
+-- No frame may take longer while a coroutine waits: a liveness bound (a loaded machine and a
+-- software-rendered window make frames slow by themselves; the spec prints the figures). That
+-- waits do not block is shown by frames drawn while a coroutine waits (waiting_frames > 0:
+-- a wait that blocked would end inside the frame that began it).
+local FRAME_BOUND = 0.250
 local INSTANCES = { "A", "B", "C" }
 
 local missing = X.not_plain_run()
@@ -140,6 +144,7 @@ describe("LÖVE 11.4 (examples/love)", function()
       for _, id in ipairs({ "W", "H" }) do
         local log = read_log(dir .. "/" .. id .. ".log")
         assert.is_true(log.frames > 0 and log.saves > 0 and log.torn == 0, id)
+        assert.is_true(log.waiting_frames > 0, id .. " never drew a frame while waiting")
         assert.is_true(log.max_frame_waiting < FRAME_BOUND, ("%s: a frame took %.1f ms while "
           .. "waiting"):format(id, log.max_frame_waiting * 1000))
       end
