@@ -214,6 +214,20 @@ int wh_obj_validate(struct wh_dir *d, const char *name, const struct wh_obj_head
     return validate(d, name, h, size, h->kind, h->max_count, v, e);
 }
 
+/* o (a reference taken by find_live) for a caller that wants kind and max_count of name. */
+static struct wh_obj *reuse(struct wh_obj *o, struct wh_dir *d, const char *name, uint32_t kind,
+                            uint32_t max_count, struct wh_err *e)
+{
+    uint32_t want = kind == WH_KIND_EVENT ? max_count & ~WH_EVENT_INITIAL : max_count;
+    if (o->v.kind != kind ||
+        ((kind == WH_KIND_SEMAPHORE || kind == WH_KIND_EVENT) && o->v.max_count != want)) {
+        mismatch(d, name, o->v.kind, o->v.max_count, kind, want, e);
+        wh_obj_unref(o);
+        return NULL;
+    }
+    return o;
+}
+
 struct wh_obj *wh_obj_open(struct wh_dir *d, const char *name, uint32_t kind, uint32_t max_count,
                            int mode, struct wh_err *e)
 {
@@ -225,6 +239,17 @@ struct wh_obj *wh_obj_open(struct wh_dir *d, const char *name, uint32_t kind, ui
     int fd = -1, created;
     int64_t deadline = 0;
 
+    /* Open in this process already, and still the file at the path: no descriptor, no lock. */
+    if (fstatat(d->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode)) {
+        pthread_mutex_lock(&wh_mu);
+        o = find_live(st.st_dev, st.st_ino);
+        pthread_mutex_unlock(&wh_mu);
+        if (o != NULL) {
+            if (!atomic_load(&o->replaced))
+                return reuse(o, d, name, kind, max_count, e);
+            wh_obj_unref(o);
+        }
+    }
     fresh_header(&fresh, kind, max_count);
     k.fresh_size = (size_t)fresh.file_size;
     snprintf(label, sizeof label, "%s '%s' in %s", wh_kind_name(kind), name, d->path);
@@ -263,14 +288,7 @@ struct wh_obj *wh_obj_open(struct wh_dir *d, const char *name, uint32_t kind, ui
     pthread_mutex_unlock(&wh_mu);
     if (o != NULL) {
         close(fd);
-        uint32_t want = kind == WH_KIND_EVENT ? max_count & ~WH_EVENT_INITIAL : max_count;
-        if (o->v.kind != kind ||
-            ((kind == WH_KIND_SEMAPHORE || kind == WH_KIND_EVENT) && o->v.max_count != want)) {
-            mismatch(d, name, o->v.kind, o->v.max_count, kind, want, e);
-            wh_obj_unref(o);
-            return NULL;
-        }
-        return o;
+        return reuse(o, d, name, kind, max_count, e);
     }
 
     o = calloc(1, sizeof *o);
