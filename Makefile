@@ -30,7 +30,7 @@ BUSTED ?= /usr/bin/busted
 RUNNER ?=
 INSTALL ?= install
 
-CORE_SRC := err names wait guard state dir registry object ops pending event inspect
+CORE_SRC := err names wait guard state observe dir registry object ops pending event inspect
 LUA_SRC := lerr ltypes lhandle lacquire levent llook lngx lcore
 ALL_CFLAGS := -std=gnu11 -fPIC -fvisibility=hidden -D_GNU_SOURCE $(WARNFLAGS) $(CFLAGS) $(SANFLAGS) $(CPPFLAGS)
 CORE_OBJ := $(CORE_SRC:%=$(BUILD)/obj/%.o)
@@ -120,7 +120,7 @@ embed: $(EMBED)
 # C unit and process tests (no Lua). The state machine and the guard are built a second time
 # with test hooks (crash points; an action before a guard waiter sleeps).
 CTEST_DIR := build/ctest$(if $(SANFLAGS),-san)
-STATE_TEST_SRC := csrc/test/test_state.c csrc/state.c csrc/guard.c csrc/wait.c csrc/names.c csrc/err.c
+STATE_TEST_SRC := csrc/test/test_state.c csrc/state.c csrc/observe.c csrc/guard.c csrc/wait.c csrc/names.c csrc/err.c
 $(CTEST_DIR)/test_state: $(STATE_TEST_SRC) csrc/test/harness.h $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 -D_GNU_SOURCE -DWH_CRASH_TEST $(WARNFLAGS) $(CFLAGS) $(SANFLAGS) -Icsrc -o $@ $(STATE_TEST_SRC)
