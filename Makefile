@@ -31,7 +31,7 @@ RUNNER ?=
 INSTALL ?= install
 
 CORE_SRC := err names wait guard state observe dir registry object ops pending event inspect
-LUA_SRC := lerr ltypes lhandle lacquire levent llook lngx lcore
+LUA_SRC := lerr ltypes lhandle lacquire lwaiter levent llook lngx lcore
 ALL_CFLAGS := -std=gnu11 -fPIC -fvisibility=hidden -D_GNU_SOURCE $(WARNFLAGS) $(CFLAGS) $(SANFLAGS) $(CPPFLAGS)
 CORE_OBJ := $(CORE_SRC:%=$(BUILD)/obj/%.o)
 LUA_OBJ := $(LUA_SRC:%=$(BUILD)/obj/%.o)
