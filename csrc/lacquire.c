@@ -171,14 +171,7 @@ static int blocking(lua_State *L, const struct wh_sig *sig)
 static int async_start(lua_State *L, const struct wh_sig *sig)
 {
     struct lwaiter *w;
-    if (start(L, sig, 2, &w))
-        return 1;
-    lua_pushnil(L);
-    lua_insert(L, -2);
-    wh_getuv(L, -1);
-    lua_rawgeti(L, -1, W_SLEEP);
-    lua_remove(L, -2);
-    return 3;
+    return start(L, sig, 2, &w) ? 1 : wh_async_wait(L);
 }
 
 #define METHOD(fn, g, form, how)                                                                   \

@@ -184,6 +184,9 @@ struct lwaiter *wh_new_waiter(lua_State *L, const struct wh_sig *sig, int subjec
 /* Blocks (in C) until w (its user value at uv) acquires, times out or is cancelled; leaves
  * the result pushed. */
 int wh_block(lua_State *L, struct lwaiter *w, int uv);
+/* What an async form's start returns once it must wait, its waiter on top: nil, the waiter,
+ * its sleep function (or nil). */
+int wh_async_wait(lua_State *L);
 
 void wh_open_waiters(lua_State *L); /* registers the waiter type */
 /* Pushes the table of info(): held, waiting, holders (pids from d), and the rwlock fields. */

@@ -243,6 +243,16 @@ int wh_block(lua_State *L, struct lwaiter *w, int uv)
     }
 }
 
+int wh_async_wait(lua_State *L)
+{
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    wh_getuv(L, -1);
+    lua_rawgeti(L, -1, W_SLEEP);
+    lua_remove(L, -2);
+    return 3;
+}
+
 static int waiter_block(lua_State *L)
 {
     struct lwaiter *w = to_waiter(L, 1);
