@@ -258,7 +258,7 @@ FUZZ_FLAGS ?= -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=u
 	-fsanitize-recover=signed-integer-overflow -fno-omit-frame-pointer
 FUZZ_TARGETS := $(patsubst fuzz/%.c,build/fuzz/%,$(wildcard fuzz/fuzz_*.c))
 
-build/fuzz/fuzz_%: fuzz/fuzz_%.c $(CORE_SRC:%=csrc/%.c) $(HEADERS)
+build/fuzz/fuzz_%: fuzz/fuzz_%.c $(CORE_SRC:%=csrc/%.c) $(HEADERS) $(wildcard fuzz/*.h)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -std=gnu11 -D_GNU_SOURCE $(WARNFLAGS) $(FUZZ_FLAGS) -Icsrc -o $@ $< \
 	    $(CORE_SRC:%=csrc/%.c) -pthread
