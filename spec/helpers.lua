@@ -342,17 +342,23 @@ end
 
 -- Children many specs use ----------------------------------------------------
 
--- A child holding lock `name` in `dir` (it has said "held") for `seconds`,
--- or until it is killed.
-function H.lock_holder(dir, name, seconds)
+-- A child that takes lock `name` in `dir` (l, its handle h) and says "held", then runs
+-- `rest` (code that sees l, h and ARGS, which `args` adds to). Returns once it held.
+local function lock_child(dir, name, rest, args)
+  args.name, args.dir = name, dir
   local c = H.spawn([[
     local l = wh.lock(ARGS.name, { dir = ARGS.dir })
     local h = assert(l:try_acquire())
     say("held")
-    T.sleep(ARGS.seconds)
-  ]], { name = name, dir = dir, seconds = seconds })
+  ]] .. rest, args)
   c:expect("held")
   return c
+end
+
+-- A child holding lock `name` in `dir` (it has said "held") for `seconds`,
+-- or until it is killed.
+function H.lock_holder(dir, name, seconds)
+  return lock_child(dir, name, "T.sleep(ARGS.seconds)", { seconds = seconds })
 end
 
 -- A child holding lock `name` in `dir` (it has said "held") until some
@@ -360,10 +366,7 @@ end
 -- seconds more; then it releases it and says "released". Ends a blocking
 -- wait without help from the waiter.
 function H.lock_holder_until_waited(dir, name, extra)
-  local c = H.spawn([[
-    local l = wh.lock(ARGS.name, { dir = ARGS.dir })
-    local h = assert(l:try_acquire())
-    say("held")
+  return lock_child(dir, name, [[
     local deadline = T.now() + 20
     while l:info().waiting < 1 do
       if T.now() > deadline then say("nobody waited") os.exit(1) end
@@ -372,9 +375,7 @@ function H.lock_holder_until_waited(dir, name, extra)
     T.sleep(ARGS.extra)
     assert(h:release())
     say("released")
-  ]], { name = name, dir = dir, extra = extra })
-  c:expect("held")
-  return c
+  ]], { extra = extra })
 end
 
 -- What a try on lock `name` in `dir` gives a separate process: "busy" or "acquired".
