@@ -135,6 +135,11 @@ function wait_info(obj, field, n, t)
     T.sleep(0.002)
   end
 end
+-- l:acquire(t), or with `async` l:acquire_async(t) sleeping in a Lua function.
+function acquire(l, t, async)
+  if async then return l:acquire_async(t, { sleep = function(s) T.sleep(s) end }) end
+  return l:acquire(t)
+end
 -- The monotonic time as a string for say(); the parent reads it back.
 function stamp() return string.format("%.6f", T.now()) end
 -- Ends this process at once with SIGKILL (no cleanup of any kind).
