@@ -30,8 +30,8 @@ BUSTED ?= /usr/bin/busted
 RUNNER ?=
 INSTALL ?= install
 
-CORE_SRC := err names wait guard state dir registry object ops pending event inspect
-LUA_SRC := lerr ltypes lhandle lacquire levent llook lngx lcore
+CORE_SRC := err names wait guard state observe dir registry object ops pending event inspect
+LUA_SRC := lerr ltypes lhandle lacquire lwaiter levent llook lngx lcore
 ALL_CFLAGS := -std=gnu11 -fPIC -fvisibility=hidden -D_GNU_SOURCE $(WARNFLAGS) $(CFLAGS) $(SANFLAGS) $(CPPFLAGS)
 CORE_OBJ := $(CORE_SRC:%=$(BUILD)/obj/%.o)
 LUA_OBJ := $(LUA_SRC:%=$(BUILD)/obj/%.o)
@@ -126,21 +126,32 @@ $(EMBED): $(BUILD)/embed/%: examples/embed/%.c examples/embed/embed.h include/wa
 
 embed: $(EMBED)
 
-# C unit and process tests (no Lua). The state machine and the guard are built a second time
-# with test hooks (crash points; an action before a guard waiter sleeps).
+# C unit and process tests (no Lua): one program per csrc/test/test_*.c, each printing TAP.
+# The state machine tests link the state machine and the guard built a second time with test
+# hooks (crash points; an action before a guard waiter sleeps); the process tests, the core.
+# RUNNER runs each under a tool (valgrind).
 CTEST_DIR := build/ctest$(if $(SANFLAGS),-san)
-STATE_TEST_SRC := csrc/test/test_state.c csrc/state.c csrc/guard.c csrc/wait.c csrc/names.c csrc/err.c
-$(CTEST_DIR)/test_state: $(STATE_TEST_SRC) csrc/test/harness.h $(HEADERS)
-	@mkdir -p $(dir $@)
-	$(CC) -std=gnu11 -D_GNU_SOURCE -DWH_CRASH_TEST $(WARNFLAGS) $(CFLAGS) $(SANFLAGS) -Icsrc -o $@ $(STATE_TEST_SRC)
+CTEST_CC = $(CC) -std=gnu11 -D_GNU_SOURCE $(WARNFLAGS) $(CFLAGS) $(SANFLAGS) -Icsrc
+STATE_TESTS := test_guard test_state test_waits test_hostile test_crash test_random
+PROC_TESTS := test_proc test_kill test_files
+STATE_TEST_SRC := csrc/test/state_fixture.c csrc/state.c csrc/observe.c csrc/guard.c csrc/wait.c \
+	csrc/names.c csrc/err.c
+PROC_TEST_SRC := csrc/test/proc_fixture.c $(CORE_SRC:%=csrc/%.c)
+CTESTS := $(STATE_TESTS:%=$(CTEST_DIR)/%) $(PROC_TESTS:%=$(CTEST_DIR)/%)
 
-$(CTEST_DIR)/test_proc: csrc/test/test_proc.c csrc/test/harness.h $(CORE_SRC:%=csrc/%.c) $(HEADERS)
-	@mkdir -p $(dir $@)
-	$(CC) -std=gnu11 -D_GNU_SOURCE $(WARNFLAGS) $(CFLAGS) $(SANFLAGS) -Icsrc -o $@ csrc/test/test_proc.c $(CORE_SRC:%=csrc/%.c) -pthread
+$(CTESTS): $(wildcard csrc/test/*.h) $(HEADERS)
+$(CTEST_DIR)/test_crash: csrc/test/crash_cases.c
 
-test-c: $(CTEST_DIR)/test_state $(CTEST_DIR)/test_proc
-	$(CTEST_DIR)/test_state
-	$(CTEST_DIR)/test_proc
+$(STATE_TESTS:%=$(CTEST_DIR)/%): $(CTEST_DIR)/%: csrc/test/%.c $(STATE_TEST_SRC)
+	@mkdir -p $(dir $@)
+	$(CTEST_CC) -DWH_CRASH_TEST -o $@ $(filter %.c,$^)
+
+$(PROC_TESTS:%=$(CTEST_DIR)/%): $(CTEST_DIR)/%: csrc/test/%.c $(PROC_TEST_SRC)
+	@mkdir -p $(dir $@)
+	$(CTEST_CC) -o $@ $(filter %.c,$^) -pthread
+
+test-c: $(CTESTS)
+	@rc=0; for t in $(CTESTS); do echo "# $$t"; $(RUNNER) $$t || rc=1; done; exit $$rc
 
 # The whole suite: set-up, build, C tests, specs; wider under CI=true. Ends with "N passed, M failed".
 test:
@@ -272,7 +283,7 @@ FUZZ_FLAGS ?= -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=u
 	-fsanitize-recover=signed-integer-overflow -fno-omit-frame-pointer
 FUZZ_TARGETS := $(patsubst fuzz/%.c,build/fuzz/%,$(wildcard fuzz/fuzz_*.c))
 
-build/fuzz/fuzz_%: fuzz/fuzz_%.c $(CORE_SRC:%=csrc/%.c) $(HEADERS)
+build/fuzz/fuzz_%: fuzz/fuzz_%.c $(CORE_SRC:%=csrc/%.c) $(HEADERS) $(wildcard fuzz/*.h)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -std=gnu11 -D_GNU_SOURCE $(WARNFLAGS) $(FUZZ_FLAGS) -Icsrc -o $@ $< \
 	    $(CORE_SRC:%=csrc/%.c) -pthread

@@ -28,10 +28,10 @@ build = {
       ["waithandles.core"] = {
          sources = {
             "csrc/err.c", "csrc/names.c", "csrc/wait.c", "csrc/guard.c", "csrc/state.c",
-            "csrc/dir.c", "csrc/registry.c", "csrc/object.c", "csrc/ops.c", "csrc/pending.c", "csrc/event.c",
-            "csrc/inspect.c",
-            "csrc/lerr.c", "csrc/ltypes.c", "csrc/lhandle.c", "csrc/lacquire.c", "csrc/lcore.c",
-            "csrc/levent.c", "csrc/llook.c", "csrc/lngx.c",
+            "csrc/observe.c", "csrc/dir.c", "csrc/registry.c", "csrc/object.c", "csrc/ops.c",
+            "csrc/pending.c", "csrc/event.c", "csrc/inspect.c",
+            "csrc/lerr.c", "csrc/ltypes.c", "csrc/lhandle.c", "csrc/lacquire.c", "csrc/lwaiter.c",
+            "csrc/lcore.c", "csrc/levent.c", "csrc/llook.c", "csrc/lngx.c",
          },
          defines = { "_GNU_SOURCE" },
          incdirs = { "csrc" },

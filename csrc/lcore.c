@@ -325,7 +325,7 @@ __attribute__((visibility("default"))) int luaopen_waithandles_core(lua_State *L
                                    {NULL, NULL}};
 
     wh_open_types(L);
-    wh_open_acquire(L);
+    wh_open_waiters(L);
     wh_newlib(L, funcs);
     wh_setfuncs(L, wh_type_funcs, 0);
     wh_setfuncs(L, wh_handle_funcs, 0);

@@ -1,9 +1,14 @@
 /*
- * The Lua glue of waithandles.core, shared by its four units:
+ * The Lua glue of waithandles.core, shared by its units:
  *   lerr.c      error objects, argument checks (one signature table), settings
- *   ltypes.c    the userdata types: objects, handles, composites, providers, tokens
- *   lacquire.c  acquiring: the first attempt, waiters, blocking and async steps
- *   lcore.c     luaopen, module functions, yieldability, the facade's hooks
+ *   ltypes.c    the userdata types: objects, providers, tokens
+ *   lhandle.c   handles and composites
+ *   lacquire.c  acquiring: the first attempt, the acquiring methods, info()
+ *   lwaiter.c   waits in progress: cancellation, blocking and async steps
+ *   levent.c    events
+ *   llook.c     inspect and list, without using; the descriptors of a hold
+ *   lngx.c      OpenResty: holds that end with their request
+ *   lcore.c     luaopen, constructors, yieldability, the facade's hooks
  * Every function reachable from Lua checks its userdata arguments before it
  * touches them: metatables are reachable through debug.getmetatable.
  */
@@ -138,7 +143,7 @@ void wh_check_ctor_opts(lua_State *L, int idx, int level, int argn, const char *
 /* The file name of the name at idx: escaped, or checked (raising invalid_name) if exact. */
 const char *wh_object_name(lua_State *L, int idx, int exact, char out[WH_NAME_MAX + 1]);
 
-/* ---- acquiring (lacquire.c) ---- */
+/* ---- acquiring (lacquire.c) and waits in progress (lwaiter.c) ---- */
 
 /* A wait in progress (waithandles.Waiter): its mark in the wait table, withdrawn by __gc if all
  * else fails. An event's wait (mode WH_MODE_EVENT) has no mark. */
@@ -166,8 +171,24 @@ void wh_reopen(lua_State *L, struct lobj *u);
  * user value at uv), reopening the object. */
 void wh_waiter_follow(lua_State *L, struct lwaiter *w, int uv);
 void wh_close_waiter(struct lwaiter *w);
+/* What a call returns (or raises) when it did not get what it waited for in t seconds. */
+int wh_not_acquired(lua_State *L, int is_try, int upgrade, double t, const struct wh_obj *o);
+/* The held upgradeable handle at idx, or raises "released" / "invalid_state" (after
+ * withdrawing w, which may be NULL): released comes first, whatever else is true of it. */
+struct lhandle *wh_check_upgrade(lua_State *L, int idx, struct lwaiter *w);
+/* Pushes a waiter for the call sig whose subject (object or handle) is at `subject`, its
+ * preallocated result handle at `handle` (0: an upgrade), options a, waiting since `since`. */
+struct lwaiter *wh_new_waiter(lua_State *L, const struct wh_sig *sig, int subject, int handle,
+                              struct wh_obj *o, int64_t ac_ns, const struct wh_args *a,
+                              int64_t since);
+/* Blocks (in C) until w (its user value at uv) acquires, times out or is cancelled; leaves
+ * the result pushed. */
+int wh_block(lua_State *L, struct lwaiter *w, int uv);
+/* What an async form's start returns once it must wait, its waiter on top: nil, the waiter,
+ * its sleep function (or nil). */
+int wh_async_wait(lua_State *L);
 
-void wh_open_acquire(lua_State *L); /* registers the waiter type */
+void wh_open_waiters(lua_State *L); /* registers the waiter type */
 /* Pushes the table of info(): held, waiting, holders (pids from d), and the rwlock fields. */
 void wh_push_info(lua_State *L, struct wh_dir *d, uint32_t kind, const struct wh_info *in);
 

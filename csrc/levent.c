@@ -7,9 +7,6 @@
  * (50 ms at most), to check its cancel option and whether the file is still
  * the one at its path.
  */
-#include <math.h>
-#include <string.h>
-
 #include "lcore.h"
 #include "policy.h"
 
@@ -173,7 +170,6 @@ static int start(lua_State *L, const struct wh_sig *sig, int level, struct lwait
     struct lobj *u;
     struct lwaiter *w;
     uint64_t gen0;
-    int64_t now;
 
     wh_checkargs(L, sig, 1, level, &a);
     u = a.self;
@@ -189,36 +185,9 @@ static int start(lua_State *L, const struct wh_sig *sig, int level, struct lwait
         lua_pushboolean(L, 0);
         return 1;
     }
-    now = wh_now();
-    w = wh_newudata(L, sizeof *w, 1);
-    memset(w, 0, sizeof *w);
-    wh_waiter_init(&w->w, 0, 0, now);
-    w->mode = WH_MODE_EVENT;
-    w->ac_ns = u->ac_ns;
-    w->t = a.timeout;
-    w->deadline = a.timeout == HUGE_VAL ? WH_FOREVER : now + (int64_t)(a.timeout * 1e9);
-    w->is_try = 1;
+    w = wh_new_waiter(L, sig, 1, 0, u->o, u->ac_ns, &a, wh_now());
+    w->mode = WH_MODE_EVENT; /* a wait without a mark (see lcore.h) */
     w->ev_gen0 = gen0;
-    luaL_getmetatable(L, WH_T_WAITER);
-    lua_setmetatable(L, -2);
-    lua_createtable(L, 4, 0);
-    lua_pushvalue(L, 1);
-    lua_rawseti(L, -2, W_SUBJECT);
-    if (a.cancel != 0) {
-        lua_pushvalue(L, a.cancel);
-        lua_rawseti(L, -2, W_CANCEL);
-    }
-    if (a.sleep != 0) {
-        lua_pushvalue(L, a.sleep);
-    } else {
-        wh_getuv(L, 1); /* the object's sleep option */
-        lua_rawgeti(L, -1, UV_SLEEP);
-        lua_remove(L, -2);
-    }
-    lua_rawseti(L, -2, W_SLEEP);
-    wh_setuv(L, -2);
-    wh_obj_ref(u->o);
-    w->o = u->o;
     *wp = w;
     return 0;
 }
@@ -239,14 +208,7 @@ static int m_wait(lua_State *L)
 static int wait_async_start(lua_State *L)
 {
     struct lwaiter *w;
-    if (start(L, &sig_wait_async, 2, &w))
-        return 1;
-    lua_pushnil(L);
-    lua_insert(L, -2);
-    wh_getuv(L, -1);
-    lua_rawgeti(L, -1, W_SLEEP);
-    lua_remove(L, -2);
-    return 3;
+    return start(L, &sig_wait_async, 2, &w) ? 1 : wh_async_wait(L);
 }
 
 const luaL_Reg wh_event_methods[] = {{"set", m_set},   {"reset", m_reset}, {"is_set", m_is_set},

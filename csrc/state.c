@@ -9,12 +9,9 @@
  * entries are written before the totals derived from them, so a reclaim
  * that recomputes the totals from live entries repairs any prefix of a dead
  * writer's changes. Tests stop the writer after every store (CRASH_POINT).
+ * What info() reports and the invariant check are in observe.c.
  */
-#include <stdatomic.h>
-#include <stdio.h>
-#include <string.h>
-
-#include "wh.h"
+#include "state.h"
 
 #ifdef WH_CRASH_TEST
 #include <setjmp.h>
@@ -29,15 +26,11 @@ extern jmp_buf wh_crash_jmp;
 #define CRASH_POINT() ((void)0)
 #endif
 
-#define LD(p) atomic_load_explicit((p), memory_order_relaxed)
 #define ST(p, v)                                                                                   \
     do {                                                                                           \
         CRASH_POINT();                                                                             \
         atomic_store_explicit((p), (v), memory_order_relaxed);                                     \
     } while (0)
-
-static int is_rw(const struct wh_view *v) { return v->kind == WH_KIND_RWLOCK; }
-static int has_slots(const struct wh_view *v) { return v->slots != NULL; }
 
 /* A hold of an earlier generation of our own slot is dead: no probe needed. */
 static int own_slot_stale(const struct wh_ctx *c, uint64_t id)
@@ -47,33 +40,10 @@ static int own_slot_stale(const struct wh_ctx *c, uint64_t id)
 
 /* ---- wait entries ---- */
 
-static int entry_live(const struct wh_wait_entry *e, int64_t now, uint64_t *id, uint32_t *mode,
-                      int64_t *since)
-{
-    *id = LD(&e->ident);
-    if (*id == 0 || LD(&e->lease) < now)
-        return 0;
-    *mode = LD(&e->mode) & WH_WAIT_MODE_MASK;
-    *since = LD(&e->since);
-    return 1;
-}
-
 static void recount_waits(const struct wh_view *v)
 {
-    uint32_t used = 0, fut = 0, writers = 0;
-    for (uint32_t i = 0; i < v->nwait; i++) {
-        const struct wh_wait_entry *e = &v->waits[i];
-        uint32_t m;
-        if (LD(&e->ident) == 0)
-            continue;
-        m = LD(&e->mode);
-        used++;
-        if (m & WH_WAIT_FUTEX)
-            fut++;
-        m &= WH_WAIT_MODE_MASK;
-        if (m == WH_MODE_WRITE || m == WH_MODE_UPGRADE)
-            writers++;
-    }
+    uint32_t used, fut, writers;
+    count_waits(v, &used, &fut, &writers);
     ST(&v->h->nwaiting, used);
     ST(&v->h->nwriters, writers);
     atomic_store(&v->h->nfutex, fut);
@@ -464,110 +434,4 @@ int wh_st_reclaim_waiters(const struct wh_view *v, const struct wh_ctx *c)
 {
     struct alive_cache ac = {.n = 0};
     return reclaim_waits(v, c, &ac);
-}
-
-/* ---- observation ---- */
-
-static void add_holder(struct wh_info *out, uint64_t id)
-{
-    for (uint32_t i = 0; i < out->nholders; i++)
-        if (out->holders[i] == id)
-            return;
-    if (out->nholders < sizeof out->holders / sizeof out->holders[0])
-        out->holders[out->nholders++] = id;
-}
-
-void wh_st_info(const struct wh_view *v, const struct wh_ctx *c, struct wh_info *out)
-{
-    struct wh_obj_header *h = v->h;
-    uint64_t owner = LD(&h->owner), upg = LD(&h->upgradeable);
-    memset(out, 0, sizeof *out);
-    out->token = LD(&h->token);
-    out->ev_set = LD(&h->ev_set);
-    if (v->kind != WH_KIND_SEMAPHORE && owner != 0) {
-        out->writer = 1;
-        add_holder(out, owner);
-    }
-    if (is_rw(v) && upg != 0) {
-        out->upgradeable = 1;
-        out->upgraded = owner == upg;
-        add_holder(out, upg);
-    }
-    if (has_slots(v)) {
-        for (uint32_t i = 0; i < v->nslots; i++) {
-            uint64_t id = LD(&v->slots[i].ident);
-            if (id != 0 && LD(&v->slots[i].count) != 0)
-                add_holder(out, id);
-        }
-        out->readers = LD(&h->total);
-    }
-    for (uint32_t i = 0; i < v->nwait; i++) {
-        uint64_t id;
-        uint32_t m;
-        int64_t s;
-        if (!entry_live(&v->waits[i], c->now, &id, &m, &s))
-            continue;
-        out->waiting++;
-        if (m == WH_MODE_WRITE || m == WH_MODE_UPGRADE)
-            out->waiting_writers++;
-    }
-    switch (v->kind) {
-    case WH_KIND_LOCK:
-        out->held = out->writer;
-        out->readers = 0;
-        break;
-    case WH_KIND_SEMAPHORE:
-        out->held = out->readers;
-        break;
-    default:
-        /* An upgradeable read is a read until it is upgraded; then it is the write. */
-        if (out->upgradeable && !out->upgraded)
-            out->readers++;
-        out->held = out->readers + (uint32_t)out->writer;
-    }
-}
-
-/* The invariants of doc/FORMAT.md, checked on a quiescent object. Returns 1 if they hold. */
-int wh_st_check(const struct wh_view *v, char *why, size_t whylen)
-{
-    struct wh_obj_header *h = v->h;
-    uint64_t owner = LD(&h->owner), upg = LD(&h->upgradeable), sum = 0;
-    uint32_t used = 0, fut = 0, writers = 0;
-#define BAD(...) return (snprintf(why, whylen, __VA_ARGS__), 0)
-    if (has_slots(v))
-        for (uint32_t i = 0; i < v->nslots; i++) {
-            uint64_t id = LD(&v->slots[i].ident);
-            uint32_t cnt = LD(&v->slots[i].count);
-            if (cnt != 0 && (id == 0 || WH_IDENT_SLOT(id) != i))
-                BAD("slot %u has %u held under identity %llx", i, cnt, (unsigned long long)id);
-            sum += cnt;
-        }
-    if (has_slots(v) && sum != LD(&h->total))
-        BAD("total %u but the slots hold %llu", LD(&h->total), (unsigned long long)sum);
-    if (v->kind == WH_KIND_SEMAPHORE && sum > v->max_count)
-        BAD("%llu tickets held, max_count %u", (unsigned long long)sum, v->max_count);
-    if (v->kind == WH_KIND_SEMAPHORE && (owner != 0 || upg != 0))
-        BAD("semaphore with an owner word set");
-    if (v->kind == WH_KIND_LOCK && upg != 0)
-        BAD("lock with an upgradeable holder");
-    if (is_rw(v) && owner != 0 && sum != 0)
-        BAD("writer %llx beside %llu readers", (unsigned long long)owner, (unsigned long long)sum);
-    if (is_rw(v) && owner != 0 && upg != 0 && owner != upg)
-        BAD("writer %llx beside upgradeable reader %llx", (unsigned long long)owner,
-            (unsigned long long)upg);
-    for (uint32_t i = 0; i < v->nwait; i++) {
-        uint32_t m;
-        if (LD(&v->waits[i].ident) == 0)
-            continue;
-        m = LD(&v->waits[i].mode);
-        used++;
-        fut += (m & WH_WAIT_FUTEX) != 0;
-        m &= WH_WAIT_MODE_MASK;
-        writers += m == WH_MODE_WRITE || m == WH_MODE_UPGRADE;
-    }
-    if (used != LD(&h->nwaiting) || fut != atomic_load(&h->nfutex) || writers != LD(&h->nwriters))
-        BAD("wait counts %u/%u/%u, entries say %u/%u/%u", LD(&h->nwaiting),
-            atomic_load(&h->nfutex), LD(&h->nwriters), used, fut, writers);
-#undef BAD
-    return 1;
 }

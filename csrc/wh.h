@@ -98,7 +98,7 @@ uint32_t wh_dir_pid(struct wh_dir *d, uint64_t ident);  /* 0 if unknown */
 void wh_registry_forget(struct wh_dir *d);              /* fork child: drop the inherited slot */
 void wh_fork_init(void);                                 /* registers the fork handlers once */
 
-/* ---- the state machines (state.c): pure logic on a mapped object ---- */
+/* ---- the state machines (state.c, observe.c): pure logic on a mapped object ---- */
 
 struct wh_view { /* validated description of one mapped object */
     struct wh_obj_header *h;

@@ -28,39 +28,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "files.h"
 #include "wh.h"
 
 #define HDR 256u
 #define WAIT_OFF HDR
 #define SLOT_OFF (WAIT_OFF + WH_WAIT_ENTRIES * 32u)
 #define SIZE_OF(kind) (SLOT_OFF + ((kind) == WH_KIND_LOCK ? 0u : WH_MAX_SLOTS * 16u))
-
-static struct wh_dir *dir;
-static char dirpath[64];
-
-/* The lock directory goes when the fuzzer exits normally (a crash leaves it, with the input). */
-static void cleanup(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dirpath);
-    if (system(cmd) != 0)
-        fprintf(stderr, "cannot remove %s\n", dirpath);
-}
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    struct wh_err e;
-    (void)argc;
-    (void)argv;
-    snprintf(dirpath, sizeof dirpath, "%s/wh-fuzz-XXXXXX",
-             access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
-    if (mkdtemp(dirpath) == NULL || (dir = wh_dir_open(dirpath, 0700, &e)) == NULL) {
-        fprintf(stderr, "fuzz_object: cannot make a lock directory: %s\n", strerror(errno));
-        abort();
-    }
-    atexit(cleanup);
-    return 0;
-}
 
 static void fresh_header(unsigned char *p, uint32_t kind, uint32_t max)
 {
@@ -80,32 +54,6 @@ static void fresh_header(unsigned char *p, uint32_t kind, uint32_t max)
 }
 
 /* The co-user: rewrites words of the mapping from the input until told to stop. */
-struct scribbler {
-    pthread_t t;
-    _Atomic int stop;
-    unsigned char *base;
-    size_t size;
-    const uint8_t *data;
-    size_t len;
-};
-
-static void *scribble(void *arg)
-{
-    struct scribbler *s = arg;
-    size_t i = 0;
-    while (!atomic_load(&s->stop) && s->len >= 12) {
-        uint32_t off;
-        uint64_t v;
-        memcpy(&off, s->data + i % (s->len - 11), 4);
-        memcpy(&v, s->data + i % (s->len - 11) + 4, 8);
-        off = 64 + off % (uint32_t)(s->size - 64 - 8);
-        off &= ~7u;
-        atomic_store_explicit((_Atomic uint64_t *)(void *)(s->base + off), v, memory_order_relaxed);
-        i += 12;
-    }
-    return NULL;
-}
-
 static void use(struct wh_obj *o, uint32_t kind, int block)
 {
     struct wh_err e;
@@ -187,15 +135,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     (void)wh_inspect(dir, "obj", &ikind, &imax, &info, &e);
     o = wh_obj_open(dir, "obj", kind, max, 0600, &e);
     if (o != NULL) {
-        struct scribbler s = {.base = o->base, .size = o->size, .data = data, .len = size};
-        atomic_init(&s.stop, 0);
-        if ((flags & 8) && pthread_create(&s.t, NULL, scribble, &s) != 0)
-            flags &= ~8;
+        /* The scribbler leaves the immutable header (the first 64 bytes) alone. */
+        struct scribbler s = {.base = o->base, .from = 64, .size = o->size, .data = data,
+                              .len = size};
+        int scribbling = (flags & 8) && scribble_start(&s);
         use(o, kind, flags & 32);
-        if (flags & 8) {
-            atomic_store(&s.stop, 1);
-            pthread_join(s.t, NULL);
-        }
+        if (scribbling)
+            scribble_stop(&s);
         wh_obj_unref(o);
     }
     unlinkat(wh_dir_fd(dir), "obj", 0);

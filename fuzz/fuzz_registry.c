@@ -23,33 +23,7 @@
 #include <unistd.h>
 
 #include "dir.h"
-
-static struct wh_dir *dir;
-static char dirpath[64];
-
-/* The lock directory goes when the fuzzer exits normally (a crash leaves it, with the input). */
-static void cleanup(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dirpath);
-    if (system(cmd) != 0)
-        fprintf(stderr, "cannot remove %s\n", dirpath);
-}
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    struct wh_err e;
-    (void)argc;
-    (void)argv;
-    snprintf(dirpath, sizeof dirpath, "%s/wh-fuzz-XXXXXX",
-             access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
-    if (mkdtemp(dirpath) == NULL || (dir = wh_dir_open(dirpath, 0700, &e)) == NULL) {
-        fprintf(stderr, "fuzz_registry: cannot make a lock directory: %s\n", strerror(errno));
-        abort();
-    }
-    atexit(cleanup);
-    return 0;
-}
+#include "files.h"
 
 static void put(const char *name, const uint8_t *data, size_t len)
 {
@@ -57,30 +31,6 @@ static void put(const char *name, const uint8_t *data, size_t len)
     if (fd < 0 || (len > 0 && write(fd, data, len) != (ssize_t)len))
         abort();
     close(fd);
-}
-
-struct scribbler {
-    pthread_t t;
-    _Atomic int stop;
-    unsigned char *base;
-    const uint8_t *data;
-    size_t len;
-};
-
-static void *scribble(void *arg)
-{
-    struct scribbler *s = arg;
-    size_t i = 0;
-    while (!atomic_load(&s->stop) && s->len >= 12) {
-        uint32_t off;
-        uint64_t v;
-        memcpy(&off, s->data + i % (s->len - 11), 4);
-        memcpy(&v, s->data + i % (s->len - 11) + 4, 8);
-        off = (off % (uint32_t)(WH_REG_FILE_SIZE - 8)) & ~7u;
-        atomic_store_explicit((_Atomic uint64_t *)(void *)(s->base + off), v, memory_order_relaxed);
-        i += 12;
-    }
-    return NULL;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -112,11 +62,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     me = wh_dir_me(dir, &e);
     if (me != 0 && (flags & 1) && !(flags & 4) && dir->shard[0].map != NULL) {
-        s.base = (unsigned char *)dir->shard[0].map;
-        s.data = data;
-        s.len = size;
-        atomic_init(&s.stop, 0);
-        scribbling = pthread_create(&s.t, NULL, scribble, &s) == 0;
+        s = (struct scribbler){.base = (unsigned char *)dir->shard[0].map,
+                               .size = WH_REG_FILE_SIZE, .data = data, .len = size};
+        scribbling = scribble_start(&s);
     }
     if (me != 0 && (flags & 4))
         unlinkat(wh_dir_fd(dir), ".registry-00", 0); /* a cleaner: the next look notices */
@@ -137,9 +85,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             wh_release(o, WH_MODE_LOCK, held);
         wh_obj_unref(o);
     }
-    if (scribbling) {
-        atomic_store(&s.stop, 1);
-        pthread_join(s.t, NULL);
-    }
+    if (scribbling)
+        scribble_stop(&s);
     return 0;
 }

@@ -5,32 +5,18 @@
 # it uses apt-get; otherwise it names the missing packages and stops
 # (--soft: says nothing and succeeds, the specs then say what is missing).
 set -u
+# shellcheck source=scripts/pkgs.sh
+. "$(dirname "$0")/pkgs.sh"
 soft=0
 [ "${1:-}" = "--soft" ] && soft=1
-pkgs="nginx libnginx-mod-http-lua luajit2 libluajit2-5.1-dev curl wrk"
-missing=""
-for p in $pkgs; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
+pkgs_missing nginx libnginx-mod-http-lua luajit2 libluajit2-5.1-dev curl wrk
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     [ $soft = 1 ] && exit 0
-    echo "the OpenResty benchmark needs these Debian packages:$missing" >&2
-    echo "install them (sudo apt-get install$missing) and run this again" >&2
+    pkgs_needed "the OpenResty benchmark"
     exit 1
 fi
-export DEBIAN_FRONTEND=noninteractive
 # The nginx package must not start a server of its own on port 80.
 policy=/usr/sbin/policy-rc.d
 [ -e $policy ] || { printf '#!/bin/sh\nexit 101\n' >$policy && chmod 0755 $policy && trap 'rm -f $policy' EXIT; }
-# shellcheck disable=SC2086
-if ! apt-get install -y -q --no-install-recommends $missing >/tmp/waithandles-apt.log 2>&1; then
-    apt-get update -q >>/tmp/waithandles-apt.log 2>&1
-    # shellcheck disable=SC2086
-    apt-get install -y -q --no-install-recommends $missing >>/tmp/waithandles-apt.log 2>&1 || {
-        [ $soft = 1 ] && exit 0
-        echo "apt-get failed; see /tmp/waithandles-apt.log" >&2
-        tail -20 /tmp/waithandles-apt.log >&2
-        exit 1
-    }
-fi
+pkgs_install || { [ $soft = 1 ] && exit 0; pkgs_failed; exit 1; }

@@ -4,6 +4,8 @@
 # Under CI=true it also installs every Lua version, clang's sanitizer runtime,
 # luarocks and spin.
 set -u
+# shellcheck source=scripts/pkgs.sh
+. "$(dirname "$0")/pkgs.sh"
 quiet=0
 [ "${1:-}" = "--quiet" ] && quiet=1
 
@@ -23,26 +25,13 @@ fi
 # Extra packages a make target needs (make fuzz, make torture set it).
 pkgs="$pkgs ${WH_DEPS_EXTRA:-}"
 
-missing=""
-for p in $pkgs; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
+# shellcheck disable=SC2086
+pkgs_missing $pkgs
 [ -z "$missing" ] && exit 0
 
 if [ "$(id -u)" != 0 ]; then
-    echo "waithandles needs these Debian packages:$missing" >&2
-    echo "install them (sudo apt-get install$missing) and run this again" >&2
+    pkgs_needed waithandles
     exit 1
 fi
 [ $quiet = 1 ] || echo "installing:$missing"
-export DEBIAN_FRONTEND=noninteractive
-# shellcheck disable=SC2086
-if ! apt-get install -y -q --no-install-recommends $missing >/tmp/waithandles-apt.log 2>&1; then
-    apt-get update -q >>/tmp/waithandles-apt.log 2>&1
-    # shellcheck disable=SC2086
-    apt-get install -y -q --no-install-recommends $missing >>/tmp/waithandles-apt.log 2>&1 || {
-        echo "apt-get failed; see /tmp/waithandles-apt.log" >&2
-        tail -20 /tmp/waithandles-apt.log >&2
-        exit 1
-    }
-fi
+pkgs_install || { pkgs_failed; exit 1; }

@@ -135,7 +135,7 @@ if [ $ci = 1 ]; then
         WAITHANDLES_DIR='$log/asan-embed/locks' ASAN_OPTIONS=abort_on_error=1 \
         ../../build/asan-embed/embed/threads 4 50"
     VG="valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite"
-    step "C tests under valgrind memcheck" sh -c "$MAKE -s --no-print-directory build/ctest/test_state build/ctest/test_proc && $VG build/ctest/test_state && $VG build/ctest/test_proc"
+    step "C tests under valgrind memcheck" $MAKE -s --no-print-directory test-c RUNNER="$VG"
     step "specs (Lua 5.4) under valgrind memcheck (boundary, lock, upgrade)" \
         $MAKE -s --no-print-directory test-one RUNNER="$VG" BUSTED_ARGS="-o TAP spec/boundary_spec.lua spec/lock_spec.lua spec/upgrade_spec.lua"
     step "protocol model (spin)" $MAKE -s --no-print-directory model

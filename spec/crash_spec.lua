@@ -643,12 +643,7 @@ describe("crash safety", function()
       local code = [[
         local l = wh.lock("w", { dir = ARGS.dir })
         say("waiting")
-        local h
-        if ARGS.async then
-          h = l:acquire_async(60, { sleep = function(s) T.sleep(s) end })
-        else
-          h = l:acquire(60)
-        end
+        local h = acquire(l, 60, ARGS.async)
         say("got", stamp())
         wait_file(ARGS.dir .. "/done")
         h:release()

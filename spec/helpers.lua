@@ -135,6 +135,11 @@ function wait_info(obj, field, n, t)
     T.sleep(0.002)
   end
 end
+-- l:acquire(t), or with `async` l:acquire_async(t) sleeping in a Lua function.
+function acquire(l, t, async)
+  if async then return l:acquire_async(t, { sleep = function(s) T.sleep(s) end }) end
+  return l:acquire(t)
+end
 -- The monotonic time as a string for say(); the parent reads it back.
 function stamp() return string.format("%.6f", T.now()) end
 -- Ends this process at once with SIGKILL (no cleanup of any kind).
@@ -342,17 +347,23 @@ end
 
 -- Children many specs use ----------------------------------------------------
 
--- A child holding lock `name` in `dir` (it has said "held") for `seconds`,
--- or until it is killed.
-function H.lock_holder(dir, name, seconds)
+-- A child that takes lock `name` in `dir` (l, its handle h) and says "held", then runs
+-- `rest` (code that sees l, h and ARGS, which `args` adds to). Returns once it held.
+local function lock_child(dir, name, rest, args)
+  args.name, args.dir = name, dir
   local c = H.spawn([[
     local l = wh.lock(ARGS.name, { dir = ARGS.dir })
     local h = assert(l:try_acquire())
     say("held")
-    T.sleep(ARGS.seconds)
-  ]], { name = name, dir = dir, seconds = seconds })
+  ]] .. rest, args)
   c:expect("held")
   return c
+end
+
+-- A child holding lock `name` in `dir` (it has said "held") for `seconds`,
+-- or until it is killed.
+function H.lock_holder(dir, name, seconds)
+  return lock_child(dir, name, "T.sleep(ARGS.seconds)", { seconds = seconds })
 end
 
 -- A child holding lock `name` in `dir` (it has said "held") until some
@@ -360,10 +371,7 @@ end
 -- seconds more; then it releases it and says "released". Ends a blocking
 -- wait without help from the waiter.
 function H.lock_holder_until_waited(dir, name, extra)
-  local c = H.spawn([[
-    local l = wh.lock(ARGS.name, { dir = ARGS.dir })
-    local h = assert(l:try_acquire())
-    say("held")
+  return lock_child(dir, name, [[
     local deadline = T.now() + 20
     while l:info().waiting < 1 do
       if T.now() > deadline then say("nobody waited") os.exit(1) end
@@ -372,9 +380,7 @@ function H.lock_holder_until_waited(dir, name, extra)
     T.sleep(ARGS.extra)
     assert(h:release())
     say("released")
-  ]], { name = name, dir = dir, extra = extra })
-  c:expect("held")
-  return c
+  ]], { extra = extra })
 end
 
 -- What a try on lock `name` in `dir` gives a separate process: "busy" or "acquired".
