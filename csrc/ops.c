@@ -96,8 +96,22 @@ static int replaced(const struct wh_obj *o, struct wh_err *e)
                    wh_kind_name(o->v.kind), o->name, wh_dir_path(o->dir));
 }
 
+#define AGAIN 2 /* attempt_once: the identity changed while it waited for the guard */
+
+static int attempt_once(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
+                        int64_t guard_deadline, uint64_t *held, uint64_t *token, struct wh_err *e);
+
 int wh_attempt_t(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
                  int64_t guard_deadline, uint64_t *held, uint64_t *token, struct wh_err *e)
+{
+    int r = AGAIN;
+    for (int i = 0; i < 3 && r == AGAIN; i++)
+        r = attempt_once(o, mode, ac_ns, w, guard_deadline, held, token, e);
+    return r == AGAIN ? 0 : r;
+}
+
+static int attempt_once(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
+                        int64_t guard_deadline, uint64_t *held, uint64_t *token, struct wh_err *e)
 {
     const struct wh_view *v = &o->v;
     struct wh_ctx c;
@@ -111,9 +125,11 @@ int wh_attempt_t(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waite
         wh_err_about(e, wh_kind_name(o->v.kind), o->name);
         return -1;
     }
-    /* Never a hold on a file that is no longer the object: the caller opens the path again. A
-     * waiter looks every time; the uncontended path every few milliseconds; and anyone who had
-     * to wait for the guard (its owner may have been stopped for long) looks again inside. */
+    /* Never a hold on a file that is no longer the object (the caller opens the path again),
+     * nor under an identity of a registry file that is no longer the directory's. A waiter
+     * looks at the file every time; the uncontended path at both every few milliseconds; and
+     * anyone who had to wait for the guard (its owner may have been stopped for long) looks
+     * at both again inside it. */
     if (wh_obj_replaced_at(o, w != NULL ? 0 : coarse))
         return replaced(o, e);
     ctx_init(&c, o, me);
@@ -123,9 +139,19 @@ int wh_attempt_t(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waite
             w->seq = atomic_load(&v->h->seq);
         return 0;
     }
-    if ((waited || g == WH_GUARD_TAKEN_OVER) && wh_obj_replaced_at(o, 0)) {
-        leave(o, wake, w);
-        return replaced(o, e);
+    if (waited || g == WH_GUARD_TAKEN_OVER) {
+        if (wh_obj_replaced_at(o, 0)) {
+            leave(o, wake, w);
+            return replaced(o, e);
+        }
+        uint64_t now_me = wh_dir_me_at(o->dir, INT64_MAX, e);
+        if (now_me != me) { /* a new identity, or 0: an error */
+            leave(o, wake, w);
+            if (now_me != 0)
+                return AGAIN;
+            wh_err_about(e, wh_kind_name(o->v.kind), o->name);
+            return -1;
+        }
     }
     /* Leases and ages matter only when somebody waits. */
     if (c.now == 0 && (w != NULL || atomic_load(&v->h->nwaiting) != 0))
