@@ -29,7 +29,7 @@ M.COUNTERS = {
   "call_blocking", "call_async_sleep", "call_async_yield", "call_try0",
   "timeouts", "busy", "cancelled", "cancel_checked", "abandoned", "released_gc", "released_using",
   "released_close", "exits_holding", "self_kills", "lost", "errors", "overrun_checked",
-  "objects_created", "upgrades_of_lost", "tokens_recorded", "tokens_planted",
+  "objects_created", "upgrades_of_lost", "tokens_recorded", "tokens_planted", "preempted_calls",
 }
 M.C = {}
 for i, n in ipairs(M.COUNTERS) do M.C[n] = 16 + i end

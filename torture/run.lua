@@ -443,6 +443,13 @@ end
 -- a little: the uncontended path looks at the files at most every 4 ms of the coarse clock, but
 -- always within the call that takes the hold, stopped or not.)
 local SLACK = 50e3
+-- A hold the worker reported lost is explained by an unlink up to LOSS_SLACK before the worker
+-- stamped it: the library looks at both files within 4 ms of the coarse clock before a hold
+-- (and again after any wait for the guard), but the worker stamps the hold later, and an
+-- overloaded machine (14 workers of three interpreters and the chaos on 2 cores in CI) can
+-- deschedule it in between; a worker preempted for over 20 ms counts as stopped (worker.lua).
+-- The losses that only LOSS_SLACK explains are counted.
+local LOSS_SLACK = 250e3
 local function could_be_lost(js, cs, t)
   local t0 = w:get(L.start_word(cs))
   if t0 == 0 or t0 > t then t0 = t - WINDOW end -- overwritten in the ring: be generous
@@ -645,8 +652,9 @@ local function judge(final)
   end
   overcounts = keep2
   for _, l in ipairs(losts) do
-    if unlink_near(l.js, l.t0 - SLACK, l.t1) then
+    if unlink_near(l.js, l.t0 - LOSS_SLACK, l.t1) then
       bump("lost holds explained by an unlink")
+      if not unlink_near(l.js, l.t0 - SLACK, l.t1) then bump("lost holds within SLACK of an unlink") end
     else
       violation("worker %d: a hold of %s (cs %s) was reported lost, but nothing was unlinked "
         .. "after it was taken (%s): %s", l.k, L.OBJECTS[l.js[1]].name, l.css,
@@ -773,13 +781,15 @@ print(("kills: %d (during an acquisition call %d, inside the guard %d, while hol
   stat["kills during an acquisition call"], stat["kills inside the guard"],
   stat["kills while holding"], c("self_kills"), c("exits_holding")))
 print(("stops: %d by the chaos, %d by the stop hook (%d inside the guard, %d of them left "
-  .. "stopped a while); guard hunts without an owner %d"):format(stat["stops"],
-  stat["self-stops (hook)"], stat["self-stops inside the guard"], stat["stops inside the guard"],
-  stat["guard hunts that found no owner"]))
+  .. "stopped a while); guard hunts without an owner %d; holds after a call preempted over 20 ms "
+  .. "%d"):format(stat["stops"], stat["self-stops (hook)"], stat["self-stops inside the guard"],
+  stat["stops inside the guard"], stat["guard hunts that found no owner"], c("preempted_calls")))
 print(("unlinks: object files %d, registry shards %d"):format(stat["unlinks of object files"],
   stat["unlinks of registry shards"]))
-print(("lost holds: %d (explained by an unlink: %d); upgrades refused because the hold was "
-  .. "lost: %d"):format(c("lost"), stat["lost holds explained by an unlink"],
+print(("lost holds: %d (explained by an unlink: %d, of them %d only by one 50 to %d ms before "
+  .. "the hold); upgrades refused because the hold was lost: %d"):format(c("lost"),
+  stat["lost holds explained by an unlink"], stat["lost holds within SLACK of an unlink"],
+  LOSS_SLACK / 1000,
   c("upgrades_of_lost")))
 print(("witness: overlaps seen %d, excused %d (the entry of a worker killed before: %d; a hold "
   .. "reported lost: %d; a holder killed in its section after an unlink: %d); over-counts seen "

@@ -176,9 +176,11 @@ end
 
 -- `since`: the earliest time the hold could have been taken on a file (or under a registry
 -- identity) that was already unlinked. The library looks at both within a few milliseconds
--- before it takes a hold, so that is now, unless the worker was stopped since its call began
+-- before it takes a hold (and again after any wait for the guard), so that is now, unless the
+-- worker was stopped, or preempted for more than PREEMPTED seconds, since its call began
 -- (between the look and the hold), or the call took several holds one after another
 -- (acquire_all): then it is when the call began. `c0`: NEXT_CS before that call began.
+local PREEMPTED = 0.02
 -- `token`: the hold's fencing token (nil: none); `fake`: no hold (WH_TORTURE_SABOTAGE).
 local function enter(lane, j, mode, since, c0, token, fake)
   local h = K * L.LANES + lane
@@ -230,7 +232,22 @@ local LOST_UPGRADE = { released = true, os = true, invalid_state = true }
 -- cancel_at; returns "got" and the result, or "busy", "timeout", "cancelled", "refused" (an
 -- upgrade, above), "error". Checks that the wait ended by its deadline (or cancellation) plus
 -- BOUND and did not give up early, unless this process was stopped meanwhile.
+-- Seconds this process has spent runnable but not running (Linux schedstat): preemption.
+local function run_delay()
+  local f = io.open("/proc/self/schedstat")
+  if not f then return 0 end
+  local line = f:read("*l")
+  f:close()
+  return (line and tonumber(line:match("^%d+ (%d+)")) or 0) / 1e9
+end
+
+-- Run delay at the start of each coroutine's (or the main lane's) latest call.
+local call_delay = setmetatable({}, { __mode = "k" })
+local MAIN = {}
+local function lane_key() return coroutine.running() or MAIN end
+
 local function timed(form, timeout, cancel_at, f, ...)
+  call_delay[lane_key()] = run_delay()
   local s0 = w:get(STOPSEQ)
   local c0 = w:get(L.NEXT_CS)
   local t0 = now()
@@ -365,7 +382,11 @@ local lanes_state = {}
 -- upgradeable read) may be upgraded inside. t0, s0, c0: of the call that took the hold (timed).
 local function critical(lane, hd, specs, t0, s0, c0, upg, kind, wrapped)
   local recs = {}
-  local since = (#specs > 1 or w:get(STOPSEQ) ~= s0) and t0 or now()
+  -- Preempted for long since the call began (an overloaded machine) counts as stopped: the
+  -- look and the hold may be that far apart.
+  local preempted = run_delay() - (call_delay[lane_key()] or math.huge) > PREEMPTED
+  if preempted then count("preempted_calls") end
+  local since = (#specs > 1 or preempted or w:get(STOPSEQ) ~= s0) and t0 or now()
   local tokens = tokens_of(hd, specs)
   for i, s in ipairs(specs) do
     recs[i] = enter(lane, s[1], s[2], since, c0, tokens[i], hd == FAKE)
