@@ -168,7 +168,7 @@ test-one: $(MODULE) $(PROCMOD) $(PGMOD) $(TESTMOD)
 # else by absolute path; failing that, through LUA_PATH and LUA_CPATH.
 bin_path = $(if $(and $(filter $(PREFIX)/bin,$(BINDIR)),$(filter $(PREFIX)/%,$(1))),../$(patsubst $(PREFIX)/%,%,$(1)),$(1))
 
-install: $(MODULE) $(PROCMOD) $(STATIC)
+install: $(MODULE) $(PROCMOD) $(PGMOD) $(STATIC)
 	$(INSTALL) -d $(DESTDIR)$(LIBDIR)/waithandles $(DESTDIR)$(LUADIR)/waithandles
 	$(INSTALL) -m 0755 $(MODULE) $(DESTDIR)$(LIBDIR)/waithandles/core.so
 	$(INSTALL) -m 0755 $(PROCMOD) $(DESTDIR)$(LIBDIR)/waithandles/proc.so
