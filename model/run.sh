@@ -30,7 +30,7 @@ PAN_RUNFLAGS=${PAN_RUNFLAGS:--m100000 -w26}
 #   | expect: empty (every property must hold), "seeded" (a bug put in on purpose that the property
 #     must catch) or "known" (the C code as it is fails the property; README.md, "Findings")
 # The bounds, switches and seeded bugs are explained in model/README.md.
-A='MUTEX HELD RECLAIM REPAIR FINAL'
+A='MUTEX HELD RECLAIM REPAIR FINAL TOKEN'
 B='-DNPROC=3 -DNW=2 -DGMAX=2'
 RUNS="
 guard|guard.pml|-DNPROC=3 -DGMAX=2 -DCRASHES=2 -DROUNDS=2|PROBE GUARD
@@ -52,6 +52,8 @@ semaphore-stop|semaphore.pml|$B -DCRASHES=0 -DFAIR -DSTOP|$A bounded
 rwlock-stop|rwlock.pml|$B -DCRASHES=0 -DROLES -DFAIR -DSTOP|$A bounded
 lock-repl-fix|lock.pml|$B -DCRASHES=0 -DREPL=1 -DLINK_RATE -DREPL_FIX|$A
 semaphore-repl-fix|semaphore.pml|$B -DCRASHES=0 -DREPL=1 -DLINK_RATE -DREPL_FIX|$A
+seeded-token-upgrade|rwlock.pml|$B -DCRASHES=0 -DROLES -DTOKEN_BUG=1|TOKEN|seeded
+seeded-token-late|semaphore.pml|$B -DCRASHES=0 -DTOKEN_BUG=2|TOKEN|seeded
 seeded-old-release|lock.pml|$B -DCRASHES=0 -DSTOP -DOLD_RELEASE|bounded|seeded
 seeded-drop-release|lock.pml|$B -DCRASHES=0 -DPENDING -DDROP_RELEASE|FINAL|seeded
 seeded-no-path-check|lock.pml|$B -DCRASHES=0 -DREPL=1 -DLINK_RATE -DREPL_FIX -DNO_PATH_CHECK|RECLAIM|seeded
@@ -83,6 +85,7 @@ describe() {
     RECLAIM) echo "no hold or mark of a dead process survives a reclamation" ;;
     REPAIR) echo "derived fields repaired whenever the guard is dropped" ;;
     FINAL) echo "after all processes stop, nothing is held" ;;
+    TOKEN) echo "fencing tokens strictly increase" ;;
     HELPER) echo "the helper thread waits for the guard, never spins" ;;
     wakeup) echo "no lost wake-up: no state where every live process waits forever" ;;
     bounded) echo "bounded waits: no state where a process that is not stopped waits forever" ;;

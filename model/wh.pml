@@ -71,7 +71,8 @@
  * Seeded bugs, for checking the checker (README.md): OLD_RELEASE (release and withdraw wait for
  * the guard without a deadline), DROP_RELEASE (PENDING: a release that cannot wait is given up,
  * not recorded), NO_PATH_CHECK (a "dead" judged in an unlinked registry file
- * stands).
+ * stands), TOKEN_BUG=1 (an upgrade takes no token), TOKEN_BUG=2 (the token read after the guard
+ * is dropped).
  */
 #ifndef STOPS
 #ifdef STOP
@@ -82,6 +83,9 @@
 #endif
 #ifndef REPL
 #define REPL 0
+#endif
+#ifndef TOKEN_BUG
+#define TOKEN_BUG 0 /* seeded bugs of the fencing token (1, 2: see bump_token's callers) */
 #endif
 #if defined(STOP) && !defined(PENDING)
 #define PENDING
@@ -112,16 +116,19 @@
  *              nfutex, nwriters) agree with the entries and the state is well-formed
  *   P_FINAL    when every process has stopped, nothing is held (if none crashed), and after
  *              info() (takeover, reclamation) nothing is held or marked at all
+ *   P_TOKEN    every fencing token handed out (lock, ticket, write, upgrade) exceeds every token
+ *              handed out before on the object, by any process, crashes and takeovers included
  *   P_HELPER   (PENDING) the helper thread's turn waits for the guard: it never returns at once
  * LIVE (a different state space, no assertions): no lost wake-up (README.md).
  */
-#if !defined(P_MUTEX) && !defined(P_HELD) && !defined(P_RECLAIM) && !defined(P_REPAIR) && !defined(P_FINAL) && \
+#if !defined(P_MUTEX) && !defined(P_HELD) && !defined(P_RECLAIM) && !defined(P_REPAIR) && !defined(P_FINAL) && !defined(P_TOKEN) && \
     !defined(LIVE) && !defined(P_HELPER) && !defined(NOASSERT)
 #define P_MUTEX
 #define P_HELD
 #define P_RECLAIM
 #define P_REPAIR
 #define P_FINAL
+#define P_TOKEN
 #endif
 #ifdef P_MUTEX
 #define A_MUTEX(e) assert(e)
@@ -147,6 +154,11 @@
 #define A_FINAL(e) assert(e)
 #else
 #define A_FINAL(e) skip
+#endif
+#ifdef P_TOKEN
+#define A_TOKEN(e) assert(e)
+#else
+#define A_TOKEN(e) skip
 #endif
 #ifdef P_HELPER
 #define A_HELPER(e) assert(e)
@@ -215,6 +227,10 @@ bit paused[NPROC + 1];
 byte guard;                      /* identity of the guard's owner */
 byte nwaiting, nfutex, nwriters; /* derived from the wait table */
 byte owner, upg, total;
+/* token: the latest fencing token handed out, or burned (stored by an acquirer that died before
+ * it took the hold). Only its difference to the ghost maxtok counts (below), so tok is kept
+ * relative: it is the number of tokens taken since the last one handed out. */
+byte tok;
 /* seq: chg[p] == 1 iff seq differs from the value process p last read (w->seq) */
 bit chg[NPROC];
 /* slot table */
@@ -253,6 +269,7 @@ bit waiting[NPROC];      /* read seq after a failed attempt, not yet back from F
 bit tmo_ok[NPROC];       /* LIVE: a timeout of this sleep is justified (crash / expiry / dead marks) */
 bit wactive[NW];         /* the mark's waiter still attempts (and refreshes it) */
 byte ndone;
+byte maxtok; /* the latest token handed out, relative to tok: 0 after every hand-out */
 bit crashed_any, abandoned_any, unreleased_any, replaced_any;
 
 /* x is the identity of a live process (one that still holds x's slot lock) */
@@ -331,7 +348,7 @@ bit crashed_any, abandoned_any, unreleased_any, replaced_any;
     byte widx = NONE, wm;                                                                          \
     bit hasw, trym, tried, changed, rel, res;                                                      \
     byte r, wake, gres, mine, sincex, aret, qret, op, ph, nph, j;                                  \
-    bit rfull, pneed, eok;                                                                               \
+    bit rfull, pneed, eok, tget;                                                                         \
     byte i, id, cnt, tot, sum, stale, ow, up, n, avail, m, sleepers;                               \
     byte rm, rid, v, rnd; bit pst;                                                                 \
     MASKS
@@ -704,6 +721,22 @@ inline tidy_own_slot()
     ow = 0; up = 0; eok = 0
 }
 
+/* bump_token: token + 1, stored before the hold (a crash in between burns a token). C stops at
+ * 2^53 - 1, which the model never reaches. */
+inline bump_token()
+{
+    CP; tok = tok + 1
+}
+
+/* The token of an acquisition (wh_attempt_t: read under the guard after wh_st_try): it must
+ * exceed every token handed out before. Then maxtok is that token; both are shifted down to 0. */
+inline hand_token()
+{
+    A_TOKEN(tok > maxtok);
+    tok = 0; maxtok = 0
+}
+#define TOKEN_MODE(m) ((m) == M_LOCK || (m) == M_WRITE || (m) == M_UPGRADE)
+
 /* take_count */
 inline take_count()
 {
@@ -749,10 +782,16 @@ inline st_try()
             :: n >= avail -> r = 0
             :: else ->
                 if
-                :: mode == M_LOCK && HAS_SLOTS -> take_count()
-                :: mode == M_LOCK && !HAS_SLOTS -> CP; owner = me; r = 1
+                :: mode == M_LOCK && HAS_SLOTS -> bump_token(); take_count()
+                :: mode == M_LOCK && !HAS_SLOTS -> bump_token(); CP; owner = me; r = 1
                 :: mode == M_READ -> take_count()
-                :: mode == M_WRITE || mode == M_UPGRADE -> CP; owner = me; r = 1
+                :: mode == M_WRITE || mode == M_UPGRADE ->
+#if TOKEN_BUG == 1 /* seeded bug: an upgrade takes no token of its own */
+                    if :: mode == M_WRITE -> bump_token() :: else fi;
+#else
+                    bump_token();
+#endif
+                    CP; owner = me; r = 1
                 :: mode == M_UPGR -> CP; upg = me; r = 1
                 fi
             fi
@@ -1157,7 +1196,7 @@ inline choose_op()
     me = 0; s = NONE; mode = 0; hmode = 0; style = 0; rounds = 0;                                  \
     widx = NONE; wm = 0; hasw = 0; trym = 0; tried = 0; changed = 0; rel = 0; res = 0;  \
     r = 0; wake = 0; gres = 0; mine = 0; sincex = 0; aret = 0; qret = 0; op = 0; ph = 0; nph = 0;  \
-    j = 0; rfull = 0; pneed = 0; eok = 0;                                                                \
+    j = 0; rfull = 0; pneed = 0; eok = 0; tget = 0;                                                                \
     i = 0; id = 0; cnt = 0; tot = 0; sum = 0; stale = 0; ow = 0; up = 0; n = 0; avail = 0; m = 0;  \
     sleepers = 0; cmask = 0; amask = 0; emask = 0; dmask = 0; rm = 0; rid = 0; v = 0; rnd = 0; pst = 0
 
@@ -1246,6 +1285,9 @@ NEXT_OP: /* an operation begins (its wait's since), then its first attempt */
     atomic { acq_start() };
 
 HOLD: /* the caller's critical section: it may die there */
+#if TOKEN_BUG == 2
+    atomic { if :: tget -> hand_token(); tget = 0 :: else fi };
+#endif
     if
     :: atomic { crashes > 0 -> crashes--; goto crash }
     STOP_STEP
@@ -1256,6 +1298,9 @@ HOLD: /* the caller's critical section: it may die there */
     :: atomic { op = OP_RELEASE; trym = REL_BUSY; aret = 5; goto SECTION }
     fi;
 UPGRADED: /* the upgraded holder's critical section */
+#if TOKEN_BUG == 2
+    atomic { if :: tget -> hand_token(); tget = 0 :: else fi };
+#endif
     if
     :: atomic { crashes > 0 -> crashes--; goto crash }
     STOP_STEP
@@ -1448,6 +1493,14 @@ SECTION:
                 if
                 :: r == 1 ->
                     held[p] = hmode; hid[p] = me;
+                    if
+#if TOKEN_BUG == 2 /* seeded bug: the token is read after the guard is dropped */
+                    :: TOKEN_MODE(mode) -> tget = 1
+#else
+                    :: TOKEN_MODE(mode) -> hand_token()
+#endif
+                    :: else
+                    fi;
                     if
                     :: hasw && widx != NONE -> st_withdraw(); widx = NONE; rel = 0
                     :: else
