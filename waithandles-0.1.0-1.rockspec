@@ -23,13 +23,15 @@ build = {
    type = "builtin",
    modules = {
       ["waithandles"] = "lua/waithandles/init.lua",
+      -- The postgres backend's Lua side; its C module (waithandles.libpq) needs libpq: make install.
+      ["waithandles.pg"] = "lua/waithandles/pg.lua",
       ["waithandles.core"] = {
          sources = {
             "csrc/err.c", "csrc/names.c", "csrc/wait.c", "csrc/guard.c", "csrc/state.c",
-            "csrc/dir.c", "csrc/registry.c", "csrc/object.c", "csrc/ops.c", "csrc/pending.c",
-            "csrc/inspect.c",
-            "csrc/lerr.c", "csrc/ltypes.c", "csrc/lhandle.c", "csrc/lacquire.c", "csrc/lcore.c",
-            "csrc/llook.c", "csrc/lngx.c",
+            "csrc/observe.c", "csrc/dir.c", "csrc/registry.c", "csrc/object.c", "csrc/ops.c",
+            "csrc/pending.c", "csrc/event.c", "csrc/inspect.c",
+            "csrc/lerr.c", "csrc/ltypes.c", "csrc/lhandle.c", "csrc/lacquire.c", "csrc/lwaiter.c",
+            "csrc/lcore.c", "csrc/levent.c", "csrc/llook.c", "csrc/lngx.c",
          },
          defines = { "_GNU_SOURCE" },
          incdirs = { "csrc" },

@@ -25,20 +25,21 @@ local LUA = arg[-1] or "lua5.4"
 -- Settings: the full run, then the quick one.
 local S = QUICK and {
   pairs_n = 20000, pairs_rounds = 3, c_n = 100000, c_rounds = 3,
-  handover_rounds = 6, rounds = 2, contention_s = 0.1, recovery_trials = 3, waiter_s = 0.15,
+  handover_rounds = 6, rounds = 2, contention_s = 0.1, recovery_trials = 3, stop_trials = 3, waiter_s = 0.15,
   opens = 20, objects = 100, many = 1000, procs = 10, proc_objects = 10,
-  busy_s = 0.2, cli_runs = 3,
+  busy_s = 0.2, cli_runs = 3, wake_rounds = 5,
 } or {
   pairs_n = 200000, pairs_rounds = 9, c_n = 1000000, c_rounds = 9,
-  handover_rounds = 100, rounds = 5, contention_s = 0.4, recovery_trials = 20, waiter_s = 0.6,
+  handover_rounds = 100, rounds = 5, contention_s = 0.4, recovery_trials = 20, stop_trials = 50, waiter_s = 0.6,
   opens = 200, objects = 1000, many = 10000, procs = 100, proc_objects = 100,
-  busy_s = 0.8, cli_runs = 21,
+  busy_s = 0.8, cli_runs = 21, wake_rounds = 100,
 }
 S.pairs_n = tonumber(os.getenv("BENCH_N")) or S.pairs_n
 S.pairs_rounds = tonumber(os.getenv("BENCH_ROUNDS")) or S.pairs_rounds
 local HOLD_LO, HOLD_HI = 0.02, 0.05 -- hand-over: the holder keeps the lock 20-50 ms
 local BUSY_HOLD = 0.005             -- busy fraction: each hold is 5 ms
 local CONTENDERS = { 1, 2, 4, 8, 16 }
+local WAKE_N = 8 -- processes woken by one set of an event
 local BUSY_N = { 2, 6, 16 }
 local POLL_CAPS = { 0.001, 0.002, 0.005, 0.01, 0.02 }
 local started = T.now()
@@ -228,6 +229,16 @@ local function run()
       P.wh_lock({ async = P.counting(cap) }), futex)
   end
 
+  for _, how in ipairs({ { "`wait()` (blocked)" }, { "`wait_async` (today's back-off, real sleep)",
+    P.counting() } }) do
+    local l = P.wake_all(dir, WAKE_N, S.wake_rounds, how[2])
+    row({ what = ("manual-reset event: `set()` → the last of %d processes in %s returns"):format(
+      WAKE_N, how[1]), value = U.median(l),
+      result = ("p50 %s · p99 %s · max %s"):format(si(U.median(l)), si(U.quantile(l, 0.99)),
+        si(U.max(l))),
+      base = "lock hand-over p50 " .. si(blocked.p50), ratio = U.median(l) / blocked.p50 })
+  end
+
   heading(("3. Contention: N processes loop acquire → release (nothing held between); "
     .. "medians of %d rounds"):format(S.rounds))
   local contenders = {
@@ -266,6 +277,17 @@ local function run()
       base = "abandonment_check " .. si(ac), ratio = U.median(l) / ac })
     target(r, U.median(l) <= ac + 0.01, ("recovery p50 ≤ abandonment_check + 10 ms (%g s)"):format(ac),
       ("p50 %s, max %s"):format(si(U.median(l)), si(U.max(l))))
+  end
+  do
+    local rel, acq = P.stopped_guard(dir, S.stop_trials)
+    local r = row({ what = ("a process SIGSTOPped inside the guard (%d trials): release()"):format(#rel),
+      value = U.max(rel), result = ("max %s · p50 %s"):format(si(U.max(rel)), si(U.median(rel))) })
+    target(r, U.max(rel) <= 0.02, "release() with the guard's owner stopped returns within 20 ms",
+      "max " .. si(U.max(rel)))
+    r = row({ what = "the same: `acquire(0.3)` times out after", value = U.max(acq),
+      result = ("max %s · p50 %s"):format(si(U.max(acq)), si(U.median(acq))) })
+    target(r, U.max(acq) <= 0.35, "acquire(0.3) with the guard's owner stopped ends within 50 ms of its deadline",
+      "max " .. si(U.max(acq)))
   end
   local waiters = { ["0.1"] = P.wh_lock({ ac = 0.1 }), ["0.01"] = P.wh_lock({ ac = 0.01 }),
     async = P.wh_lock({ async = P.counting() }) }

@@ -128,6 +128,48 @@ function P.handover(dir, make, want, hold_lo, hold_hi)
   return { lat = lat, cpu = cpu / waited, polls = npolls / waited }
 end
 
+-- n processes wait for one manual-reset event; the parent sets it, `rounds` times (resetting it
+-- once all have woken). Each round's latency runs from the set to the last waiter returning from
+-- its wait. async: a sleep function, to wait with wait_async instead.
+local W_READY, W_WOKE, W_ROUND, W_STAMPS = 1, 2, 3, 8
+
+function P.wake_all(dir, n, rounds, async)
+  local path, name = fresh(dir, "wake")
+  local sh = B.shared(path .. ".slots", W_STAMPS + n * (rounds + 1))
+  local pids = {}
+  for me = 1, n do
+    pids[me] = U.spawn(function()
+      local ev = wh.event(name, { dir = dir })
+      local call = async and { sleep = async }
+      for k = 1, rounds do
+        assert(U.wait_until(function() return sh:iget(W_ROUND) >= k end, 60), "no round " .. k)
+        sh:add(W_READY)
+        local ok
+        if async then ok = ev:wait_async(60, call) else ok = ev:wait(60) end
+        sh:set(W_STAMPS + k * n + me - 1, now())
+        assert(ok, "the event was never set")
+        sh:add(W_WOKE)
+      end
+    end)
+  end
+  local ev = wh.event(name, { dir = dir })
+  local lat = {}
+  for k = 1, rounds do
+    sh:add(W_ROUND) -- now k
+    assert(U.wait_until(function() return sh:iget(W_READY) >= k * n end, 60), "waiters not ready")
+    sleep(0.01) -- they are inside wait now: blocked, or between polls
+    local t0 = now()
+    ev:set()
+    assert(U.wait_until(function() return sh:iget(W_WOKE) >= k * n end, 60), "waiters not woken")
+    ev:reset()
+    local last = 0
+    for me = 1, n do last = math.max(last, sh:get(W_STAMPS + k * n + me - 1)) end
+    lat[k] = last - t0
+  end
+  assert(U.wait_all(pids, 60) == 0, "a waiter failed")
+  return lat
+end
+
 -- ---- 3. contention ----------------------------------------------------------
 
 -- n processes loop acquire -> release (nothing held in between) for `duration` seconds.
@@ -232,6 +274,52 @@ function P.recovery(dir, ac, trials)
     lat[trial] = sh:get(S_GOT) - t
   end
   return lat
+end
+
+-- A process stopped for good inside a guard section: a child writes its own identity into the
+-- guard word of the object's file (offset 64, doc/FORMAT.md) and stops itself (SIGSTOP). Returns
+-- the durations of release() of a hold taken before, and of acquire(0.3) (which must time out
+-- on time), one each per trial.
+local function stopped(pid)
+  return U.wait_until(function()
+    local f = io.open("/proc/" .. pid .. "/stat")
+    local s = f and f:read("*a") or ""
+    if f then f:close() end
+    return s:match("^%d+ %b() (%a)") == "T"
+  end, 30)
+end
+
+function P.stopped_guard(dir, trials)
+  local rel, acq = {}, {}
+  for trial = 1, trials do
+    local path, name = fresh(dir, "stopped")
+    local lock = wh.lock(name, { dir = dir })
+    local h = lock:acquire()
+    local sh = B.shared(path .. ".slots", 2)
+    local child = U.spawn(function()
+      local id = wh.lock(name .. "-id", { dir = dir })
+      local hid = id:acquire()
+      assert(T.word64(lock.path, 64, T.word64(id.path, 128)) == "0", "the guard was not free")
+      sh:set(1, 1)
+      T.kill(T.getpid(), T.SIGSTOP)
+      T.word64(lock.path, 64, "0")
+      hid:release()
+      sleep(120)
+    end)
+    assert(U.wait_until(function() return sh:get(1) == 1 end, 30), "the child did not take the guard")
+    assert(stopped(child), "the child did not stop")
+    local t = now()
+    h:release()
+    rel[trial] = now() - t
+    t = now()
+    local ok = pcall(lock.acquire, lock, 0.3)
+    acq[trial] = now() - t
+    assert(not ok, "acquired while the guard's owner is stopped")
+    T.kill(child, T.SIGCONT)
+    T.kill(child, T.SIGKILL)
+    U.wait_all({ child }, 10)
+  end
+  return rel, acq
 end
 
 -- CPU a waiter uses per second while blocked (make's acquire) behind a live holder.

@@ -212,6 +212,26 @@ fail:
     return -1;
 }
 
+/* A directory this process has opened by this very path, if the path leads to it still (the
+ * last component no symbolic link, as the walk wants) and its owner and mode still pass
+ * check_final: one lstat instead of the walk. Every file is opened relative to the directory's
+ * descriptor, so a path that leads to the same directory is as good as the walk that first
+ * found it; any other path takes the walk. */
+static struct wh_dir *known_dir(const char *path)
+{
+    struct stat st;
+    struct wh_dir *d;
+    if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode) ||
+        (st.st_uid != 0 && st.st_uid != geteuid()) || writable_by_others(&st, S_IWGRP | S_IWOTH))
+        return NULL;
+    pthread_mutex_lock(&wh_mu);
+    for (d = wh_dirs; d != NULL; d = d->next)
+        if (d->dev == st.st_dev && d->ino == st.st_ino && strcmp(d->path, path) == 0)
+            break;
+    pthread_mutex_unlock(&wh_mu);
+    return d;
+}
+
 struct wh_dir *wh_dir_open(const char *path, int dir_mode, struct wh_err *e)
 {
     struct stat st;
@@ -222,6 +242,8 @@ struct wh_dir *wh_dir_open(const char *path, int dir_mode, struct wh_err *e)
         wh_fail(e, WH_EOS, ENOENT, "the lock directory path is empty");
         return NULL;
     }
+    if ((d = known_dir(path)) != NULL)
+        return d;
     fd = walk(path, dir_mode, e);
     if (fd < 0)
         return NULL;

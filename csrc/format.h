@@ -60,7 +60,13 @@ struct wh_reg_slot { /* 64 bytes; written only by the process holding the slot's
 
 #define WH_REG_FILE_SIZE (sizeof(struct wh_reg_header) + WH_SHARD_SLOTS * sizeof(struct wh_reg_slot))
 
-enum wh_kind { WH_KIND_LOCK = 1, WH_KIND_SEMAPHORE = 2, WH_KIND_RWLOCK = 3 };
+enum wh_kind { WH_KIND_LOCK = 1, WH_KIND_SEMAPHORE = 2, WH_KIND_RWLOCK = 3, WH_KIND_EVENT = 4 };
+#define WH_TOKEN_MAX ((UINT64_C(1) << 53) - 1) /* exact in a Lua number (a double) */
+/* An event's max_count: its reset mode. WH_EVENT_INITIAL, only in what an opener asks for:
+ * a file it makes starts set. */
+#define WH_EVENT_MANUAL 1u
+#define WH_EVENT_AUTO 2u
+#define WH_EVENT_INITIAL 0x100u
 
 /* What a hold or a wait entry is for. */
 enum wh_mode {
@@ -108,7 +114,11 @@ struct wh_obj_header { /* 256 bytes */
     _Atomic uint64_t upgradeable; /* rwlock: holder of the upgradeable read */
     _Atomic uint32_t total;       /* derived: semaphore tickets / rwlock readers = sum of slot counts */
     uint32_t reserved3;
-    uint8_t reserved4[104];
+    _Atomic uint64_t token;       /* the latest fencing token handed out (below 2^53) */
+    _Atomic uint64_t ev_gen;      /* event: how many times it was set */
+    _Atomic uint32_t ev_set;      /* event: 1 while set */
+    uint32_t reserved5;
+    uint8_t reserved4[80];
 };
 
 struct wh_slot_entry { /* 16 bytes; entry i belongs to registry slot i */

@@ -49,9 +49,17 @@ static void cpu_relax(void)
 
 int wh_guard_lock(_Atomic uint64_t *g, uint64_t me, int64_t deadline, wh_alive_fn alive, void *actx)
 {
+    int waited;
+    return wh_guard_lock_w(g, me, deadline, alive, actx, &waited);
+}
+
+int wh_guard_lock_w(_Atomic uint64_t *g, uint64_t me, int64_t deadline, wh_alive_fn alive,
+                    void *actx, int *waited)
+{
     uint64_t cur = 0;
     int64_t now, next_probe;
 
+    *waited = 0;
     if (atomic_compare_exchange_strong(g, &cur, me))
         return WH_GUARD_OK;
     for (int i = 0; i < WH_GUARD_SPINS; i++) {
@@ -60,6 +68,7 @@ int wh_guard_lock(_Atomic uint64_t *g, uint64_t me, int64_t deadline, wh_alive_f
         if (cur == 0 && atomic_compare_exchange_weak(g, &cur, me))
             return WH_GUARD_OK;
     }
+    *waited = 1;
     now = wh_now();
     next_probe = now + WH_GUARD_FIRST_PROBE_NS;
     /* However short the caller's deadline, a busy guard gets a brief wait. */

@@ -2,37 +2,16 @@
  * Acquiring: every try_*, acquire*, *upgrade* call starts here. The start
  * checks the arguments (lerr.c), honours a cancel token that is already
  * cancelled, and makes the first attempt without waiting; the common case
- * ends there, without entering Lua. A call that must wait gets a waiter: a
- * userdata holding its mark in the object's wait table (withdrawn by its
- * __gc if all else fails), which either blocks in C (acquire, try_acquire
- * with a timeout, upgrade) or is polled by the facade between calls to its
- * sleep function (the *_async forms, which are Lua functions because only
- * Lua can yield in every Lua version).
+ * ends there, without entering Lua. A call that must wait gets a waiter
+ * (lwaiter.c), which either blocks in C (acquire, try_acquire with a
+ * timeout, upgrade) or is polled by the facade between calls to its sleep
+ * function (the *_async forms, which are Lua functions because only Lua can
+ * yield in every Lua version). Also info(), the last of the objects' methods.
  */
 #include <math.h>
 #include <stdatomic.h>
-#include <string.h>
 
 #include "lcore.h"
-#include "policy.h"
-
-struct lwaiter {
-    struct wh_obj *o; /* referenced; NULL once closed */
-    struct wh_waiter w;
-    int64_t ac_ns, deadline;
-    double t; /* the timeout, for messages */
-    uint32_t mode;
-    int is_try;
-    int scope_worker;
-};
-
-/* The waiter's user value: what the wait is for, and its options. */
-enum { W_SUBJECT = 1, W_HANDLE, W_CANCEL, W_SLEEP };
-
-static const char *what_of(const struct wh_obj *o)
-{
-    return wh_kind_name(o->v.kind);
-}
 
 /* ---- signatures of the acquiring functions ---- */
 
@@ -55,84 +34,11 @@ static const struct wh_sig sigs[][4] = {
 };
 enum { G_LOCK, G_SEM, G_READ, G_WRITE, G_UPGR, G_UPGRADE };
 
-/* ---- cancellation ---- */
-
-static void withdraw(struct lwaiter *w)
-{
-    if (w != NULL && w->o != NULL)
-        wh_withdraw(w->o, &w->w);
-}
-
-/* Raises "cancelled" (after withdrawing w) if the cancel option at idx says so; an error of a
- * cancel function propagates unchanged, also after withdrawing. */
-static void check_cancel(lua_State *L, int idx, struct lwaiter *w, const struct wh_obj *o)
-{
-    int yes;
-    if (idx == 0)
-        return;
-    if (lua_isfunction(L, idx)) {
-        lua_pushvalue(L, idx);
-        if (lua_pcall(L, 0, 1, 0) != 0) {
-            withdraw(w);
-            lua_error(L);
-        }
-        yes = lua_toboolean(L, -1);
-        lua_pop(L, 1);
-    } else {
-        int *flag = wh_testudata(L, idx, WH_T_TOKEN);
-        yes = flag != NULL && *flag;
-    }
-    if (yes) {
-        withdraw(w);
-        wh_raise_code(L, WH_ECANCELLED, o->name, "waiting for %s '%s' was cancelled", what_of(o),
-                      o->name);
-    }
-}
-
-/* ---- results ---- */
-
-/* What a call returns (or raises) when it did not get what it waited for. */
-static int not_acquired(lua_State *L, int is_try, int upgrade, double t, const struct wh_obj *o)
-{
-    if (!is_try)
-        return wh_raise_code(L, WH_ETIMEOUT, o->name, "timed out after %g s waiting for %s%s '%s' in %s",
-                             t, upgrade ? "the upgrade of " : "", what_of(o), o->name,
-                             wh_dir_path(o->dir));
-    if (upgrade)
-        lua_pushboolean(L, 0);
-    else
-        lua_pushnil(L);
-    return 1;
-}
-
-/* The held upgradeable handle at idx, or raises "released" / "invalid_state" (after
- * withdrawing w): released comes first, whatever else is true of the handle. */
-static struct lhandle *check_upgrade(lua_State *L, int idx, struct lwaiter *w)
-{
-    struct lhandle *h = wh_tohandle(L, idx);
-    if (h == NULL || !wh_handle_held(h)) {
-        const char *name;
-        withdraw(w);
-        wh_push_handle_field(L, idx, "name");
-        name = lua_isstring(L, -1) ? lua_tostring(L, -1) : "?";
-        return wh_raise_code(L, WH_ERELEASED, name,
-                             "the handle of rwlock '%s' was released; it cannot be upgraded",
-                             name),
-               NULL;
-    }
-    if (h->flags & H_UPGRADED)
-        return wh_raise_code(L, WH_EINVALID_STATE, h->o->name,
-                             "rwlock '%s' was already upgraded; a handle upgrades once",
-                             h->o->name),
-               NULL;
-    return h;
-}
-
 /* ---- files removed or replaced by others ---- */
 
 /* The object at its path is the object: after something removed or replaced u's file, u goes
  * on with the file now at the path (made again if there is none). Raises on failure. */
-static void reopen(lua_State *L, struct lobj *u)
+void wh_reopen(lua_State *L, struct lobj *u)
 {
     struct wh_obj *old = u->o, *n;
     struct wh_err e;
@@ -147,213 +53,14 @@ static void reopen(lua_State *L, struct lobj *u)
 
 /* wh_attempt without a waiter on u's object, following it to a new file if need be. */
 static int attempt_obj(lua_State *L, struct lobj *u, uint32_t mode, uint64_t *held,
-                       struct wh_err *e)
+                       uint64_t *token, struct wh_err *e)
 {
     for (int tries = 0;; tries++) {
-        int r = wh_attempt(u->o, mode, u->ac_ns, NULL, 0, held, e);
+        int r = wh_attempt_t(u->o, mode, u->ac_ns, NULL, 0, held, token, e);
         if (r >= 0 || e->code != WH_EREPLACED || tries == 3)
             return r;
-        reopen(L, u);
+        wh_reopen(L, u);
     }
-}
-
-/* ---- waiters ---- */
-
-static struct lwaiter *to_waiter(lua_State *L, int idx)
-{
-    struct lwaiter *w = luaL_checkudata(L, idx, WH_T_WAITER);
-    if (w->o == NULL)
-        luaL_argerror(L, idx, "waiter already closed");
-    return w;
-}
-
-static void close_waiter(struct lwaiter *w)
-{
-    struct wh_obj *o = w->o;
-    if (o != NULL) {
-        wh_withdraw(o, &w->w);
-        w->o = NULL;
-        wh_obj_unref(o);
-    }
-}
-
-static int waiter_gc(lua_State *L)
-{
-    close_waiter(luaL_checkudata(L, 1, WH_T_WAITER));
-    return 0;
-}
-
-/* Pushes a waiter for the call whose subject (object or handle) is at `subject`, preallocated
- * result handle at `handle` (0: an upgrade), options a. */
-static struct lwaiter *new_waiter(lua_State *L, const struct wh_sig *sig, int subject, int handle,
-                                  struct wh_obj *o, int64_t ac_ns, const struct wh_args *a,
-                                  int64_t since)
-{
-    struct lwaiter *w = wh_newudata(L, sizeof *w, 1);
-    memset(w, 0, sizeof *w);
-    wh_waiter_init(&w->w, sig->mode, 0, since);
-    w->ac_ns = ac_ns;
-    w->t = a->timeout;
-    w->deadline = a->timeout == HUGE_VAL ? WH_FOREVER
-                                         : since + (int64_t)(a->timeout * 1e9);
-    w->w.interval = WH_POLL_MIN_NS;
-    w->mode = sig->mode;
-    w->is_try = sig->is_try;
-    luaL_getmetatable(L, WH_T_WAITER);
-    lua_setmetatable(L, -2);
-    lua_createtable(L, 4, 0);
-    lua_pushvalue(L, subject);
-    lua_rawseti(L, -2, W_SUBJECT);
-    if (handle != 0) {
-        lua_pushvalue(L, handle);
-        lua_rawseti(L, -2, W_HANDLE);
-    }
-    if (a->cancel != 0) {
-        lua_pushvalue(L, a->cancel);
-        lua_rawseti(L, -2, W_CANCEL);
-    }
-    if (a->sleep != 0) {
-        lua_pushvalue(L, a->sleep);
-        lua_rawseti(L, -2, W_SLEEP);
-    } else if (sig->self != S_UPGRADEABLE) {
-        wh_getuv(L, subject); /* the object's sleep option */
-        lua_rawgeti(L, -1, UV_SLEEP);
-        lua_remove(L, -2);
-        lua_rawseti(L, -2, W_SLEEP);
-    } else {
-        wh_push_handle_sleep(L, subject);
-        lua_rawseti(L, -2, W_SLEEP);
-    }
-    wh_setuv(L, -2);
-    wh_obj_ref(o);
-    w->o = o;
-    return w;
-}
-
-/*
- * One attempt of waiter w (at widx); its user value is pushed at uv. Returns 1 with the
- * result pushed, 0 if busy; raises on errors (after withdrawing).
- */
-static int waiter_attempt(lua_State *L, struct lwaiter *w, int uv, int64_t guard_deadline,
-                          int block)
-{
-    struct wh_err e;
-    uint64_t held = 0;
-    int r;
-    struct lhandle *h = NULL;
-    if (w->mode == WH_MODE_UPGRADE) {
-        lua_rawgeti(L, uv, W_SUBJECT);
-        h = check_upgrade(L, lua_gettop(L), w);
-        lua_pop(L, 1);
-    }
-    if (block)
-        r = wh_wait(w->o, w->mode, w->ac_ns, &w->w, guard_deadline, &held, &e);
-    else
-        r = wh_attempt(w->o, w->mode, w->ac_ns, &w->w, 0, &held, &e);
-    if (r < 0 && e.code == WH_EREPLACED && h == NULL) {
-        /* Wait on the file now at the path, with a new mark there. */
-        struct lobj *u;
-        withdraw(w);
-        lua_rawgeti(L, uv, W_SUBJECT);
-        u = lua_touserdata(L, -1);
-        lua_pop(L, 1);
-        reopen(L, u);
-        wh_obj_ref(u->o);
-        wh_obj_unref(w->o);
-        w->o = u->o;
-        w->w.idx = -1;
-        return 0;
-    }
-    if (r < 0) {
-        withdraw(w);
-        wh_raise(L, &e, w->o->name);
-    }
-    if (r == 0)
-        return 0;
-    if (h != NULL) {
-        h->flags |= H_UPGRADED;
-        lua_pushboolean(L, 1);
-    } else {
-        lua_rawgeti(L, uv, W_HANDLE);
-        wh_handle_hold(lua_touserdata(L, -1), w->o, held);
-        wh_acquired(L, w->scope_worker);
-    }
-    return 1;
-}
-
-/* Blocks (in C) until w acquires, times out or is cancelled; leaves the result pushed. */
-static int block(lua_State *L, struct lwaiter *w, int uv)
-{
-    int cancel;
-    lua_rawgeti(L, uv, W_CANCEL);
-    cancel = lua_isnil(L, -1) ? 0 : lua_gettop(L);
-    w->w.mode |= WH_WAIT_FUTEX;
-    for (;;) {
-        int64_t until = w->deadline, now;
-        /* Cancellation is checked at least once per abandonment_check. */
-        if (cancel != 0 && until - wh_now() > w->ac_ns)
-            until = wh_now() + w->ac_ns;
-        if (waiter_attempt(L, w, uv, until, 1))
-            return 1;
-        now = wh_now();
-        if (now >= w->deadline) {
-            withdraw(w);
-            return not_acquired(L, w->is_try, w->mode == WH_MODE_UPGRADE, w->t, w->o);
-        }
-        check_cancel(L, cancel, w, w->o);
-    }
-}
-
-static int waiter_block(lua_State *L)
-{
-    struct lwaiter *w = to_waiter(L, 1);
-    lua_settop(L, 1);
-    wh_getuv(L, 1);
-    return block(L, w, 2);
-}
-
-/* w:poll() -> true, result (acquired, or not in time) | false, nil, delay in seconds */
-static int waiter_poll(lua_State *L)
-{
-    struct lwaiter *w = to_waiter(L, 1);
-    int64_t now, left;
-    lua_settop(L, 1);
-    wh_getuv(L, 1);
-    lua_rawgeti(L, 2, W_CANCEL);
-    check_cancel(L, lua_isnil(L, 3) ? 0 : 3, w, w->o);
-    lua_settop(L, 2);
-    /* Skip the full attempt while nothing changed (a read of seq). */
-    if (w->w.idx < 0 || wh_changed(w->o, &w->w, w->ac_ns) || w->mode == WH_MODE_UPGRADE) {
-        if (waiter_attempt(L, w, 2, 0, 0)) {
-            lua_pushboolean(L, 1);
-            lua_insert(L, -2);
-            return 2;
-        }
-    }
-    now = wh_now();
-    left = w->deadline - now;
-    if (left <= 0) {
-        withdraw(w);
-        lua_pushboolean(L, 1);
-        not_acquired(L, w->is_try, w->mode == WH_MODE_UPGRADE, w->t, w->o);
-        return 2;
-    }
-    /* The next delay (policy.h), growing at most about twofold per poll, so the lease the
-     * latest attempt gave the mark covers it. */
-    {
-        int64_t d = wh_poll_delay(&w->w, now), most = 2 * w->w.interval + WH_LEASE_SLACK_NS / 2;
-        w->w.interval = d < most ? d : most;
-    }
-    lua_pushboolean(L, 0);
-    lua_pushnil(L);
-    lua_pushnumber(L, (lua_Number)(w->w.interval < left ? w->w.interval : left) / 1e9);
-    return 3;
-}
-
-static int waiter_withdraw(lua_State *L)
-{
-    withdraw(to_waiter(L, 1));
-    return 0;
 }
 
 /* ---- the acquiring calls ---- */
@@ -370,12 +77,12 @@ static int start(lua_State *L, const struct wh_sig *sig, int level, struct lwait
     struct wh_err e;
     int64_t ac;
     int handle = 0, r;
-    uint64_t held = 0;
+    uint64_t held = 0, token = 0;
     struct lhandle *h = NULL, *up = NULL;
 
     wh_checkargs(L, sig, 1, level, &a);
     if (sig->self == S_UPGRADEABLE) {
-        up = check_upgrade(L, 1, NULL);
+        up = wh_check_upgrade(L, 1, NULL);
         o = up->o;
         ac = wh_handle_ac(L, 1);
     } else {
@@ -385,11 +92,11 @@ static int start(lua_State *L, const struct wh_sig *sig, int level, struct lwait
         h = wh_new_handle(L, u, sig->mode);
         handle = lua_gettop(L);
     }
-    check_cancel(L, a.cancel, NULL, o);
+    wh_check_cancel(L, a.cancel, NULL, o);
     if (up != NULL) {
-        r = wh_attempt(o, sig->mode, ac, NULL, 0, &held, &e);
+        r = wh_attempt_t(o, sig->mode, ac, NULL, 0, &held, &token, &e);
     } else {
-        r = attempt_obj(L, a.self, sig->mode, &held, &e);
+        r = attempt_obj(L, a.self, sig->mode, &held, &token, &e);
         o = ((struct lobj *)a.self)->o; /* perhaps the file now at the path */
     }
     if (r < 0)
@@ -397,51 +104,66 @@ static int start(lua_State *L, const struct wh_sig *sig, int level, struct lwait
     if (r == 1) {
         if (up != NULL) {
             up->flags |= H_UPGRADED;
+            up->token = token;
             lua_pushboolean(L, 1);
         } else {
-            wh_handle_hold(h, o, held);
+            wh_handle_hold(h, o, held, token, ((struct lobj *)a.self)->token_box[sig->mode]);
             wh_acquired(L, ((struct lobj *)a.self)->scope_worker);
         }
         return 1;
     }
     if (a.timeout == 0)
-        return not_acquired(L, sig->is_try, up != NULL, 0, o);
-    *wp = new_waiter(L, sig, 1, handle, o, ac, &a, wh_now());
+        return wh_not_acquired(L, sig->is_try, up != NULL, 0, o);
+    *wp = wh_new_waiter(L, sig, 1, handle, o, ac, &a, wh_now());
     (*wp)->scope_worker = up == NULL && ((struct lobj *)a.self)->scope_worker;
     return 0;
 }
 
 /* A blocking form: try_acquire, acquire, try_upgrade, upgrade. */
+static int simple_args(lua_State *L, int n)
+{
+    lua_Number t;
+    if (n > 3 || (n == 3 && !lua_isnil(L, 3)))
+        return 0;
+    if (n < 2 || lua_isnil(L, 2))
+        return 1;
+    if (lua_type(L, 2) != LUA_TNUMBER)
+        return 0;
+    t = lua_tonumber(L, 2);
+    return t >= 0 && (t <= WH_MAX_SECONDS || t == HUGE_VAL); /* NaN fails both */
+}
+
 static int blocking(lua_State *L, const struct wh_sig *sig)
 {
     struct lwaiter *w;
-    int r;
-    if (lua_gettop(L) == 1 && sig->self != S_UPGRADEABLE) {
-        /* The common case first: no arguments, and a free object. */
-        /* Called as a method of the object it was made for (its upvalue): recognised at once. */
+    int r, n = lua_gettop(L);
+    if (sig->self != S_UPGRADEABLE && simple_args(L, n)) {
+        /* The common case first: a timeout or nothing, no options, and a free object. Called
+         * as a method of the object it was made for (its upvalue), it is recognised at once. */
         struct lobj *u = lua_touserdata(L, 1);
         if (u != NULL && u == lua_touserdata(L, lua_upvalueindex(1)) && u->o != NULL) {
             struct lhandle *h = wh_new_handle(L, u, sig->mode);
             struct wh_err e;
-            uint64_t held = 0;
-            r = attempt_obj(L, u, sig->mode, &held, &e);
+            uint64_t held = 0, token = 0;
+            r = attempt_obj(L, u, sig->mode, &held, &token, &e);
             if (r == 1) {
-                wh_handle_hold(h, u->o, held);
-                wh_acquired(L, u->scope_worker);
+                wh_handle_hold(h, u->o, held, token, u->token_box[sig->mode]);
+                if (wh_any_hook)
+                    wh_acquired(L, u->scope_worker);
                 return 1;
             }
             if (r < 0)
                 return wh_raise(L, &e, u->o->name);
-            if (sig->is_try)
-                return not_acquired(L, 1, 0, 0, u->o);
-            lua_settop(L, 1);
+            if (sig->is_try && (n < 2 || lua_isnil(L, 2) || lua_tonumber(L, 2) == 0))
+                return wh_not_acquired(L, 1, 0, 0, u->o);
+            lua_settop(L, n); /* busy: wait below */
         }
     }
     if (start(L, sig, 1, &w))
         return 1;
     wh_getuv(L, -1);
-    r = block(L, w, lua_gettop(L));
-    close_waiter(w);
+    r = wh_block(L, w, lua_gettop(L));
+    wh_close_waiter(w);
     return r;
 }
 
@@ -449,14 +171,7 @@ static int blocking(lua_State *L, const struct wh_sig *sig)
 static int async_start(lua_State *L, const struct wh_sig *sig)
 {
     struct lwaiter *w;
-    if (start(L, sig, 2, &w))
-        return 1;
-    lua_pushnil(L);
-    lua_insert(L, -2);
-    wh_getuv(L, -1);
-    lua_rawgeti(L, -1, W_SLEEP);
-    lua_remove(L, -2);
-    return 3;
+    return start(L, sig, 2, &w) ? 1 : wh_async_wait(L);
 }
 
 #define METHOD(fn, g, form, how)                                                                   \
@@ -508,6 +223,8 @@ void wh_push_info(lua_State *L, struct wh_dir *d, uint32_t kind, const struct wh
     }
     lua_pushinteger(L, (lua_Integer)in->waiting);
     lua_setfield(L, -2, "waiting");
+    lua_pushinteger(L, (lua_Integer)in->token);
+    lua_setfield(L, -2, "token");
     lua_createtable(L, (int)in->nholders, 0);
     for (uint32_t i = 0; i < in->nholders; i++) {
         lua_createtable(L, 0, 1);
@@ -571,18 +288,3 @@ const luaL_Reg wh_async_starts[] = {{"lock.try_acquire_async", lock_try_async},
                                     {"upgrade.upgrade_async", up_acq_async},
                                     {NULL, NULL}};
 
-void wh_open_acquire(lua_State *L)
-{
-    static const luaL_Reg waiter_meta[] = {{"__gc", waiter_gc}, {NULL, NULL}};
-    static const luaL_Reg waiter_methods[] = {{"poll", waiter_poll},
-                                              {"block", waiter_block},
-                                              {"withdraw", waiter_withdraw},
-                                              {NULL, NULL}};
-    luaL_newmetatable(L, WH_T_WAITER);
-    wh_setfuncs(L, waiter_meta, 0);
-    wh_newlib(L, waiter_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushliteral(L, WH_T_WAITER);
-    lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 1);
-}

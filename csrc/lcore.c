@@ -4,7 +4,6 @@
  * can yield, the starts of the async forms it wraps, and install, which puts
  * its Lua functions (the async forms, acquire_all) into our method tables.
  */
-#include <dlfcn.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,6 +191,7 @@ const luaL_Reg wh_provider_methods[] = {{"lock", p_lock},
                                         {"semaphore", p_semaphore},
                                         {"rwlock", p_rwlock},
                                         {"remove", p_remove},
+                                        {"event", wh_l_p_event},
                                         {NULL, NULL}};
 
 /* ---- the facade's hooks ---- */
@@ -201,10 +201,10 @@ const luaL_Reg wh_provider_methods[] = {{"lock", p_lock},
 static int l_install(lua_State *L)
 {
     static const char *const kinds[] = {"lock", "semaphore", "rwlock", "upgrade", "provider",
-                                        NULL};
-    static const char *const tables[] = {WH_T_LOCK "#methods", WH_T_SEMAPHORE "#methods",
-                                         WH_T_RWLOCK "#methods", WH_T_UPGRADE "#methods",
-                                         WH_T_PROVIDER "#methods"};
+                                        "event", NULL};
+    static const char *const tables[] = {WH_T_LOCK "#methods",     WH_T_SEMAPHORE "#methods",
+                                         WH_T_RWLOCK "#methods",   WH_T_UPGRADE "#methods",
+                                         WH_T_PROVIDER "#methods", WH_T_EVENT "#methods"};
     const char *key = luaL_checkstring(L, 1), *dot = strchr(key, '.');
     int k;
     luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -240,8 +240,18 @@ struct puc51_state {
     unsigned short nCcalls, baseCcalls;
 };
 
-static int (*jit_isyieldable)(lua_State *L);
-static int jit_checked;
+/*
+ * LuaJIT's lua_isyieldable, and luaJIT_setmode to tell LuaJIT from a PUC 5.1 that might have
+ * a lua_isyieldable of its own: weak references, NULL where the process has no such symbol.
+ * The dynamic linker binds them when core.so is loaded (from the interpreter, LÖVE, nginx),
+ * the static linker when a host links libwaithandles.a with LuaJIT's archive (whose symbols
+ * a dlsym would not see unless the host exported them). Nothing is looked up or cached at
+ * run time, so the lua_States of a host's threads share no state here.
+ */
+extern int wh_jit_isyieldable(lua_State *L) __asm__("lua_isyieldable")
+    __attribute__((weak, visibility("default")));
+extern int wh_jit_setmode(lua_State *L, int idx, int mode) __asm__("luaJIT_setmode")
+    __attribute__((weak, visibility("default")));
 
 static int puc51_yieldable(lua_State *L)
 {
@@ -267,13 +277,8 @@ int wh_lua_yieldable(lua_State *L)
     (void)L;
     return -1;
 #else
-    if (!jit_checked) {
-        if (dlsym(RTLD_DEFAULT, "luaJIT_setmode") != NULL)
-            *(void **)&jit_isyieldable = dlsym(RTLD_DEFAULT, "lua_isyieldable");
-        jit_checked = 1;
-    }
-    if (jit_isyieldable != NULL)
-        return jit_isyieldable(L) != 0;
+    if (wh_jit_setmode != NULL && wh_jit_isyieldable != NULL)
+        return wh_jit_isyieldable(L) != 0;
     return puc51_yieldable(L);
 #endif
 }
@@ -308,7 +313,7 @@ __attribute__((visibility("default"))) int luaopen_waithandles_core(lua_State *L
 {
     static const luaL_Reg ctors[] = {{"lock", m_lock},       {"semaphore", m_semaphore},
                                      {"rwlock", m_rwlock},   {"remove", m_remove},
-                                     {NULL, NULL}};
+                                     {"event", wh_l_event},  {NULL, NULL}};
     static const luaL_Reg funcs[] = {{"provider", m_provider}, {"safe_name", m_safe_name},
                                      {"install", l_install},   {"yieldable", l_yieldable},
                                      {"error", l_error},       {"now", l_now},
@@ -320,7 +325,7 @@ __attribute__((visibility("default"))) int luaopen_waithandles_core(lua_State *L
                                    {NULL, NULL}};
 
     wh_open_types(L);
-    wh_open_acquire(L);
+    wh_open_waiters(L);
     wh_newlib(L, funcs);
     wh_setfuncs(L, wh_type_funcs, 0);
     wh_setfuncs(L, wh_handle_funcs, 0);
@@ -340,6 +345,7 @@ __attribute__((visibility("default"))) int luaopen_waithandles_core(lua_State *L
     lua_setfield(L, -2, "new_provider");
     lua_newtable(L);
     wh_setfuncs(L, wh_async_starts, 0);
+    wh_setfuncs(L, wh_event_starts, 0);
     wh_setfuncs(L, all, 0);
     lua_setfield(L, -2, "starts");
     lua_pushinteger(L, WH_FORMAT_VERSION);

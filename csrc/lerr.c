@@ -127,6 +127,10 @@ static int check_option(lua_State *L, const char *key, int ctor, int level, int 
             wh_argerror(L, level, argn, fname,
                         "option 'cancel' must be a cancel token or a function, got %s",
                         wh_typename(L, v));
+    } else if (ctor == 2 && (strcmp(key, "auto_reset") == 0 || strcmp(key, "initial") == 0)) {
+        if (!lua_isboolean(L, v))
+            wh_argerror(L, level, argn, fname, "option '%s' must be a boolean, got %s", key,
+                        wh_typename(L, v));
     } else if (ctor && strcmp(key, "exact_name") == 0) {
         if (!lua_isboolean(L, v))
             wh_argerror(L, level, argn, fname, "option 'exact_name' must be a boolean, got %s",
@@ -198,8 +202,10 @@ static int push_field(lua_State *L, int t, const char *key)
 
 static void *check_self(lua_State *L, int idx, int self, int level, const char *fname)
 {
-    static const char *const expected[] = {NULL, WH_T_LOCK, WH_T_SEMAPHORE, WH_T_RWLOCK,
-                                           "upgradeable read handle", WH_T_PROVIDER};
+    static const char *const expected[] = {NULL,          WH_T_LOCK,
+                                           WH_T_SEMAPHORE, WH_T_RWLOCK,
+                                           "upgradeable read handle", WH_T_PROVIDER,
+                                           WH_T_EVENT};
     void *p = NULL;
     struct lhandle *h;
     switch (self) {
@@ -218,6 +224,9 @@ static void *check_self(lua_State *L, int idx, int self, int level, const char *
         break;
     case S_PROVIDER:
         p = wh_testudata(L, idx, WH_T_PROVIDER);
+        break;
+    case S_EVENT:
+        p = wh_toobj(L, idx, WH_KIND_EVENT);
         break;
     }
     if (p == NULL)
@@ -247,7 +256,10 @@ void wh_checkargs(lua_State *L, const struct wh_sig *sig, int first, int level, 
             break;
         case A_CALL_OPTS:
         case A_CTOR_OPTS:
-            if (check_options(L, idx, sig->args[i] == A_CTOR_OPTS, level, argn, sig->fname))
+        case A_EVENT_OPTS:
+            if (check_options(L, idx,
+                              sig->args[i] == A_CTOR_OPTS ? 1 : sig->args[i] == A_EVENT_OPTS ? 2 : 0,
+                              level, argn, sig->fname))
                 a->opts = idx;
             call_opts = sig->args[i] == A_CALL_OPTS;
             break;

@@ -56,16 +56,18 @@ struct lhandle *wh_new_handle(lua_State *L, const struct lobj *u, uint32_t mode)
     return h;
 }
 
-void wh_handle_hold(struct lhandle *h, struct wh_obj *o, uint64_t ident)
+void wh_handle_hold(struct lhandle *h, struct wh_obj *o, uint64_t ident, uint64_t token,
+                    uint64_t *box)
 {
+    h->token = token;
+    if (box != NULL)
+        *box = token;
     wh_obj_ref(o);
     h->o = o;
     h->ident = ident;
     h->flags |= H_HELD;
 }
 
-/* Held: not released, ours (not a copy made by fork), and not lost as far as the checks of the
- * last few milliseconds tell (wh_handle_lost looks now). */
 int wh_handle_held(const struct lhandle *h)
 {
     return (h->flags & H_HELD) && h->o != NULL && wh_dir_current_checked(h->o->dir) == h->ident &&
@@ -191,17 +193,42 @@ static int handle_tostring(lua_State *L)
     return 1;
 }
 
-/* __index of upgradeable-read handles: `upgraded` is live state; upvalue 1: the fields. */
-static int upgradeable_index(lua_State *L)
+/* The __index of the fields table of a lock's or a write's handles: `token` from the box there
+ * (the handles of one object take one hold at a time: these are not reentrant). */
+static char box_key;
+static int fields_index(lua_State *L)
 {
-    struct lhandle *h = check_handle(L, "__index");
-    const char *key = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
-    if (key != NULL && strcmp(key, "upgraded") == 0) {
-        lua_pushboolean(L, (h->flags & H_UPGRADED) != 0);
-        return 1;
-    }
+    const uint64_t *box;
+    luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 2);
+    if (lua_type(L, 2) != LUA_TSTRING || strcmp(lua_tostring(L, 2), "token") != 0)
+        return 0;
+    rawget_key(L, 1, &box_key);
+    box = lua_touserdata(L, -1);
+    if (box != NULL && wh_rawlen(L, -1) == sizeof *box && *box != 0)
+        lua_pushinteger(L, (lua_Integer)*box);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+/* __index of semaphore tickets and upgradeable reads: their fields and methods (upvalue 1, a
+ * table), then live state: `token`, and `upgraded` of an upgradeable read. */
+static int handle_index(lua_State *L)
+{
+    struct lhandle *h;
+    const char *key;
+    lua_settop(L, 2);
+    lua_pushvalue(L, 2);
     lua_rawget(L, lua_upvalueindex(1));
+    if (!lua_isnil(L, -1) || lua_type(L, 2) != LUA_TSTRING)
+        return 1;
+    h = check_handle(L, "__index");
+    key = lua_tostring(L, 2);
+    if (strcmp(key, "token") == 0 && h->token != 0)
+        lua_pushinteger(L, (lua_Integer)h->token);
+    else if (strcmp(key, "upgraded") == 0 && h->mode == WH_MODE_UPGRADEABLE)
+        lua_pushboolean(L, (h->flags & H_UPGRADED) != 0);
     return 1;
 }
 
@@ -215,7 +242,7 @@ static void set_cfield(lua_State *L, int t, const char *k, lua_CFunction f, int 
 /* Pushes a new handle metatable for an object named `name` with settings s: kind `hkind`. It
  * keeps what an upgrade needs of the object, not the object itself. */
 void wh_new_handle_mt(lua_State *L, const struct wh_settings *s, const char *hkind,
-                          const char *name, int upgradeable)
+                      const char *name, int upgradeable, uint64_t **box)
 {
     int mt, fields;
     lua_createtable(L, 0, 10);
@@ -239,11 +266,22 @@ void wh_new_handle_mt(lua_State *L, const struct wh_settings *s, const char *hki
             lua_rawset(L, fields);
         }
         lua_pop(L, 1);
-        lua_pushvalue(L, fields);
-        lua_pushcclosure(L, upgradeable_index, 1);
-    } else {
-        lua_pushvalue(L, fields);
     }
+    *box = NULL;
+    if (strcmp(hkind, "lock") == 0 || strcmp(hkind, "write") == 0) {
+        /* h.token through a function of the fields table, which a method call never reaches:
+         * the token sits in a box the acquisitions write to (wh_handle_hold). */
+        *box = wh_newudata(L, sizeof **box, 0);
+        **box = 0;
+        rawset_key(L, fields, &box_key);
+        lua_createtable(L, 0, 1);
+        lua_pushcfunction(L, fields_index);
+        lua_setfield(L, -2, "__index");
+        lua_setmetatable(L, fields);
+    }
+    lua_pushvalue(L, fields);
+    if (upgradeable || strcmp(hkind, "semaphore") == 0)
+        lua_pushcclosure(L, handle_index, 1);
     lua_setfield(L, mt, "__index");
     lua_pushvalue(L, fields);
     rawset_key(L, mt, &fields_key);
@@ -252,10 +290,7 @@ void wh_new_handle_mt(lua_State *L, const struct wh_settings *s, const char *hki
     set_cfield(L, mt, "__close", handle_gc, mt);
     lua_pushcfunction(L, handle_tostring);
     lua_setfield(L, mt, "__tostring");
-    lua_pushliteral(L, WH_T_HANDLE);
-    lua_setfield(L, mt, "__name");
-    lua_pushliteral(L, WH_T_HANDLE);
-    lua_setfield(L, mt, "__metatable");
+    wh_set_type_name(L, mt, WH_T_HANDLE);
     lua_pushnumber(L, (lua_Number)s->ac_ns);
     rawset_key(L, mt, &ac_key);
     if (s->sleep != 0) {
@@ -415,10 +450,7 @@ void wh_open_handles(lua_State *L)
 {
     wh_new_type(L, WH_T_COMPOSITE, composite_meta, composite_methods, composite_index);
     luaL_getmetatable(L, WH_T_COMPOSITE);
-    lua_pushliteral(L, WH_T_HANDLE);
-    lua_setfield(L, -2, "__name");
-    lua_pushliteral(L, WH_T_HANDLE);
-    lua_setfield(L, -2, "__metatable");
+    wh_set_type_name(L, lua_gettop(L), WH_T_HANDLE);
     lua_pop(L, 1);
 }
 

@@ -87,7 +87,15 @@ static int inspect(lua_State *L, const struct wh_sig *sig)
         lua_pushnil(L);
         return 1;
     }
-    wh_push_info(L, d, kind, &in);
+    if (kind == WH_KIND_EVENT) {
+        lua_createtable(L, 0, 5);
+        lua_pushboolean(L, in.ev_set != 0);
+        lua_setfield(L, -2, "set");
+        lua_pushboolean(L, max_count == WH_EVENT_AUTO);
+        lua_setfield(L, -2, "auto_reset");
+    } else {
+        wh_push_info(L, d, kind, &in);
+    }
     lua_pushstring(L, wh_kind_name(kind));
     lua_setfield(L, -2, "kind");
     if (kind == WH_KIND_SEMAPHORE) {

@@ -19,14 +19,14 @@
 
 #include "lcore.h"
 
-static const char *const obj_tname[] = {NULL, WH_T_LOCK, WH_T_SEMAPHORE, WH_T_RWLOCK};
-static const char *const obj_kind[] = {NULL, "lock", "semaphore", "rwlock"};
+static const char *const obj_tname[] = {NULL, WH_T_LOCK, WH_T_SEMAPHORE, WH_T_RWLOCK, WH_T_EVENT};
+static const char *const obj_kind[] = {NULL, "lock", "semaphore", "rwlock", "event"};
 
 /* ---- objects ---- */
 
 const char *wh_obj_typename(uint32_t kind)
 {
-    return kind >= 1 && kind <= 3 ? obj_tname[kind] : "waithandles object";
+    return kind >= 1 && kind <= 4 ? obj_tname[kind] : "waithandles object";
 }
 
 struct lobj *wh_toobj(lua_State *L, int idx, uint32_t kind)
@@ -61,11 +61,34 @@ static int obj_tostring(lua_State *L)
     return 1;
 }
 
+/* The methods of the object at idx forget its address (new_object_mt): the memory may be
+ * another userdata's once the object is collected, while a method lives on (a LuaJIT trace
+ * keeps what it called as a constant, a program may keep `o.acquire`). */
+static void forget_methods(lua_State *L, int idx)
+{
+    if (!lua_getmetatable(L, idx))
+        return;
+    lua_pushliteral(L, "__index");
+    lua_rawget(L, -2);
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            if (lua_iscfunction(L, -1)) {
+                lua_pushnil(L);
+                lua_setupvalue(L, -2, 1); /* no upvalue (a field's function): does nothing */
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 2);
+}
+
 static int obj_gc(lua_State *L)
 {
     struct lobj *u = wh_toobj(L, 1, 0);
     if (u != NULL) {
         struct wh_obj *o = u->o;
+        forget_methods(L, 1);
         u->o = NULL;
         for (int m = 0; m <= WH_MODE_UPGRADEABLE; m++)
             if (u->mtref[m] != LUA_NOREF)
@@ -78,7 +101,8 @@ static int obj_gc(lua_State *L)
 
 /* Pushes the metatable of the new object at obj: __index is a table of its type's methods and
  * its public fields (name, path, dir, kind, max_count). The C methods there are closures over
- * the object, which lets them recognise it with one comparison (lacquire.c). */
+ * the object's address, a light userdata, which lets them recognise it with one comparison
+ * (lacquire.c) without keeping it alive: obj_gc makes them forget it. */
 static void new_object_mt(lua_State *L, int obj, uint32_t kind, const char *name, const char *dir,
                           uint32_t max_count)
 {
@@ -94,7 +118,7 @@ static void new_object_mt(lua_State *L, int obj, uint32_t kind, const char *name
         lua_CFunction f = lua_tocfunction(L, -1);
         if (f != NULL) {
             lua_pop(L, 1);
-            lua_pushvalue(L, obj);
+            lua_pushlightuserdata(L, lua_touserdata(L, obj));
             lua_pushcclosure(L, f, 1);
         }
         lua_pushvalue(L, -2);
@@ -113,6 +137,9 @@ static void new_object_mt(lua_State *L, int obj, uint32_t kind, const char *name
     if (kind == WH_KIND_SEMAPHORE) {
         lua_pushinteger(L, (lua_Integer)max_count);
         lua_setfield(L, index, "max_count");
+    } else if (kind == WH_KIND_EVENT) {
+        lua_pushboolean(L, (max_count & ~WH_EVENT_INITIAL) == WH_EVENT_AUTO);
+        lua_setfield(L, index, "auto_reset");
     }
     lua_setfield(L, mt, "__index");
     lua_pushcfunction(L, obj_gc);
@@ -121,10 +148,7 @@ static void new_object_mt(lua_State *L, int obj, uint32_t kind, const char *name
     lua_setfield(L, mt, "__tostring");
     lua_pushcfunction(L, obj_newindex);
     lua_setfield(L, mt, "__newindex");
-    lua_pushstring(L, obj_tname[kind]);
-    lua_setfield(L, mt, "__name");
-    lua_pushstring(L, obj_tname[kind]);
-    lua_setfield(L, mt, "__metatable");
+    wh_set_type_name(L, mt, obj_tname[kind]);
 }
 
 /* The file name of `name` (at stack index idx): escaped, or checked with exact_name. */
@@ -152,11 +176,12 @@ int wh_new_object(lua_State *L, uint32_t kind, int provider, int name, uint32_t 
     static const struct {
         uint32_t mode;
         const char *kind;
-    } modes[4][3] = {{{0, NULL}},
+    } modes[5][3] = {{{0, NULL}},
                      {{WH_MODE_LOCK, "lock"}},
                      {{WH_MODE_LOCK, "semaphore"}},
                      {{WH_MODE_READ, "read"}, {WH_MODE_WRITE, "write"},
-                      {WH_MODE_UPGRADEABLE, "upgradeable_read"}}};
+                      {WH_MODE_UPGRADEABLE, "upgradeable_read"}},
+                     {{0, NULL}}};
     struct wh_settings s;
     struct wh_err e;
     struct wh_dir *d;
@@ -188,7 +213,8 @@ int wh_new_object(lua_State *L, uint32_t kind, int provider, int name, uint32_t 
     }
     for (int i = 0; i < 3 && modes[kind][i].kind != NULL; i++) {
         uint32_t m = modes[kind][i].mode;
-        wh_new_handle_mt(L, &s, modes[kind][i].kind, ename, m == WH_MODE_UPGRADEABLE);
+        wh_new_handle_mt(L, &s, modes[kind][i].kind, ename, m == WH_MODE_UPGRADEABLE,
+                         &u->token_box[m]);
         u->cookie[m] = lua_topointer(L, -1);
         u->mtref[m] = luaL_ref(L, LUA_REGISTRYINDEX);
     }
@@ -273,6 +299,14 @@ static int error_tostring(lua_State *L)
 
 /* ---- metatables, built once ---- */
 
+void wh_set_type_name(lua_State *L, int mt, const char *name)
+{
+    lua_pushstring(L, name);
+    lua_setfield(L, mt, "__name");
+    lua_pushstring(L, name);
+    lua_setfield(L, mt, "__metatable"); /* getmetatable() gives the name, not the table */
+}
+
 /* A metatable `tname` in the registry with metamethods `meta`, __name, __metatable, and an
  * __index: the table of `methods` or, given `index`, that function over it. */
 void wh_new_type(lua_State *L, const char *tname, const luaL_Reg *meta, const luaL_Reg *methods,
@@ -286,10 +320,7 @@ void wh_new_type(lua_State *L, const char *tname, const luaL_Reg *meta, const lu
             lua_pushcclosure(L, index, 1);
         lua_setfield(L, -2, "__index");
     }
-    lua_pushstring(L, tname);
-    lua_setfield(L, -2, "__name");
-    lua_pushstring(L, tname);
-    lua_setfield(L, -2, "__metatable");
+    wh_set_type_name(L, lua_gettop(L), tname);
     lua_pop(L, 1);
 }
 
@@ -309,13 +340,14 @@ void wh_open_types(lua_State *L)
     static const luaL_Reg token_methods[] = {
         {"cancel", token_cancel}, {"is_cancelled", token_is_cancelled}, {NULL, NULL}};
     static const luaL_Reg error_meta[] = {{"__tostring", error_tostring}, {NULL, NULL}};
-    const luaL_Reg *methods[] = {NULL, wh_lock_methods, wh_semaphore_methods, wh_rwlock_methods};
+    const luaL_Reg *methods[] = {NULL, wh_lock_methods, wh_semaphore_methods, wh_rwlock_methods,
+                                 wh_event_methods};
 
     /* Error objects are plain tables: users read their metatable's __tostring. */
     luaL_newmetatable(L, WH_T_ERROR);
     wh_setfuncs(L, error_meta, 0);
     lua_pop(L, 1);
-    for (uint32_t k = 1; k <= 3; k++)
+    for (uint32_t k = 1; k <= 4; k++)
         new_methods(L, obj_tname[k], methods[k]);
     new_methods(L, WH_T_PROVIDER, wh_provider_methods);
     lua_pushliteral(L, WH_T_PROVIDER "#methods");

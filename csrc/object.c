@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dir.h"
@@ -85,6 +86,8 @@ const char *wh_kind_name(uint32_t kind)
         return "semaphore";
     case WH_KIND_RWLOCK:
         return "rwlock";
+    case WH_KIND_EVENT:
+        return "event";
     }
     return "object";
 }
@@ -92,7 +95,20 @@ const char *wh_kind_name(uint32_t kind)
 #define WAIT_OFF ((uint32_t)sizeof(struct wh_obj_header))
 #define SLOT_OFF (WAIT_OFF + WH_WAIT_ENTRIES * (uint32_t)sizeof(struct wh_wait_entry))
 
-static uint32_t kind_nslots(uint32_t kind) { return kind == WH_KIND_LOCK ? 0 : WH_MAX_SLOTS; }
+static uint32_t kind_nslots(uint32_t kind)
+{
+    return kind == WH_KIND_SEMAPHORE || kind == WH_KIND_RWLOCK ? WH_MAX_SLOTS : 0;
+}
+
+/* max_count: tickets of a semaphore, the reset mode of an event, 1 for the others. */
+static int max_count_valid(uint32_t kind, uint32_t n)
+{
+    if (kind == WH_KIND_SEMAPHORE)
+        return n >= 1 && n <= INT32_MAX;
+    if (kind == WH_KIND_EVENT)
+        return n == WH_EVENT_MANUAL || n == WH_EVENT_AUTO;
+    return n == 1;
+}
 
 static uint64_t kind_size(uint32_t kind)
 {
@@ -104,7 +120,7 @@ static size_t obj_size_of(const void *p)
     struct wh_obj_header h;
     memcpy(&h, p, sizeof h);
     if (memcmp(h.magic, WH_OBJ_MAGIC, 8) != 0 || h.version != WH_FORMAT_VERSION ||
-        h.kind < WH_KIND_LOCK || h.kind > WH_KIND_RWLOCK)
+        h.kind < WH_KIND_LOCK || h.kind > WH_KIND_EVENT)
         return 0;
     return (size_t)kind_size(h.kind);
 }
@@ -116,18 +132,30 @@ static void fresh_header(struct wh_obj_header *h, uint32_t kind, uint32_t max_co
     h->version = WH_FORMAT_VERSION;
     h->header_size = sizeof *h;
     h->kind = kind;
-    h->max_count = kind == WH_KIND_SEMAPHORE ? max_count : 1;
+    h->max_count = kind == WH_KIND_SEMAPHORE ? max_count
+                   : kind == WH_KIND_EVENT   ? (max_count & ~WH_EVENT_INITIAL)
+                                             : 1;
+    h->ev_set = kind == WH_KIND_EVENT && (max_count & WH_EVENT_INITIAL) ? 1 : 0;
     h->nslots = kind_nslots(kind);
     h->nwait = WH_WAIT_ENTRIES;
     h->wait_off = WAIT_OFF;
-    h->slot_off = kind == WH_KIND_LOCK ? 0 : SLOT_OFF;
+    h->slot_off = h->nslots ? SLOT_OFF : 0;
     h->file_size = kind_size(kind);
+    /* Tokens of a file made again after one was removed exceed the old file's, unless that
+     * handed out more than one token per microsecond of its life. */
+    {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        h->token = ((uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000) & WH_TOKEN_MAX;
+    }
 }
 
 static const char *describe(uint32_t kind, uint32_t max_count, char *buf, size_t len)
 {
     if (kind == WH_KIND_SEMAPHORE)
         snprintf(buf, len, "a semaphore with max_count %u", max_count);
+    else if (kind == WH_KIND_EVENT)
+        snprintf(buf, len, "a%s event", max_count == WH_EVENT_AUTO ? "n auto-reset" : " manual-reset");
     else
         snprintf(buf, len, "a%s %s", kind == WH_KIND_LOCK ? "" : "n", wh_kind_name(kind));
     return buf;
@@ -158,18 +186,19 @@ static int validate(struct wh_dir *d, const char *name, const struct wh_obj_head
                        "%s/%s has file format version %u, but this library uses version %u: "
                        "another version of waithandles uses it; use the same version everywhere",
                        d->path, name, h->version, WH_FORMAT_VERSION);
-    if (h->header_size != sizeof *h || h->kind < WH_KIND_LOCK || h->kind > WH_KIND_RWLOCK ||
+    if (h->header_size != sizeof *h || h->kind < WH_KIND_LOCK || h->kind > WH_KIND_EVENT ||
         h->nwait != WH_WAIT_ENTRIES || h->wait_off != WAIT_OFF ||
-        h->nslots != kind_nslots(h->kind) ||
-        h->slot_off != (h->kind == WH_KIND_LOCK ? 0 : SLOT_OFF) ||
+        h->nslots != kind_nslots(h->kind) || h->slot_off != (h->nslots ? SLOT_OFF : 0) ||
         h->file_size != kind_size(h->kind) || (uint64_t)size < h->file_size ||
-        h->max_count < 1 || h->max_count > INT32_MAX ||
-        (h->kind != WH_KIND_SEMAPHORE && h->max_count != 1))
+        !max_count_valid(h->kind, h->max_count))
         return wh_fail(e, WH_ECORRUPT, 0,
                        "%s/%s is not a valid waithandles object file (bad layout or size %lld); "
                        "remove it",
                        d->path, name, (long long)size);
-    if (h->kind != kind || (kind == WH_KIND_SEMAPHORE && h->max_count != max_count))
+    if (kind == WH_KIND_EVENT)
+        max_count &= ~WH_EVENT_INITIAL;
+    if (h->kind != kind || ((kind == WH_KIND_SEMAPHORE || kind == WH_KIND_EVENT) &&
+                            h->max_count != max_count))
         return mismatch(d, name, h->kind, h->max_count, kind, max_count, e);
     v->kind = h->kind;
     v->max_count = h->max_count;
@@ -185,6 +214,20 @@ int wh_obj_validate(struct wh_dir *d, const char *name, const struct wh_obj_head
     return validate(d, name, h, size, h->kind, h->max_count, v, e);
 }
 
+/* o (a reference taken by find_live) for a caller that wants kind and max_count of name. */
+static struct wh_obj *reuse(struct wh_obj *o, struct wh_dir *d, const char *name, uint32_t kind,
+                            uint32_t max_count, struct wh_err *e)
+{
+    uint32_t want = kind == WH_KIND_EVENT ? max_count & ~WH_EVENT_INITIAL : max_count;
+    if (o->v.kind != kind ||
+        ((kind == WH_KIND_SEMAPHORE || kind == WH_KIND_EVENT) && o->v.max_count != want)) {
+        mismatch(d, name, o->v.kind, o->v.max_count, kind, want, e);
+        wh_obj_unref(o);
+        return NULL;
+    }
+    return o;
+}
+
 struct wh_obj *wh_obj_open(struct wh_dir *d, const char *name, uint32_t kind, uint32_t max_count,
                            int mode, struct wh_err *e)
 {
@@ -196,6 +239,17 @@ struct wh_obj *wh_obj_open(struct wh_dir *d, const char *name, uint32_t kind, ui
     int fd = -1, created;
     int64_t deadline = 0;
 
+    /* Open in this process already, and still the file at the path: no descriptor, no lock. */
+    if (fstatat(d->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode)) {
+        pthread_mutex_lock(&wh_mu);
+        o = find_live(st.st_dev, st.st_ino);
+        pthread_mutex_unlock(&wh_mu);
+        if (o != NULL) {
+            if (!atomic_load(&o->replaced))
+                return reuse(o, d, name, kind, max_count, e);
+            wh_obj_unref(o);
+        }
+    }
     fresh_header(&fresh, kind, max_count);
     k.fresh_size = (size_t)fresh.file_size;
     snprintf(label, sizeof label, "%s '%s' in %s", wh_kind_name(kind), name, d->path);
@@ -234,12 +288,7 @@ struct wh_obj *wh_obj_open(struct wh_dir *d, const char *name, uint32_t kind, ui
     pthread_mutex_unlock(&wh_mu);
     if (o != NULL) {
         close(fd);
-        if (o->v.kind != kind || (kind == WH_KIND_SEMAPHORE && o->v.max_count != max_count)) {
-            mismatch(d, name, o->v.kind, o->v.max_count, kind, max_count, e);
-            wh_obj_unref(o);
-            return NULL;
-        }
-        return o;
+        return reuse(o, d, name, kind, max_count, e);
     }
 
     o = calloc(1, sizeof *o);
@@ -300,16 +349,15 @@ fail:
     return NULL;
 }
 
-int wh_obj_replaced(struct wh_obj *o, int exact)
+int wh_obj_replaced_at(struct wh_obj *o, int64_t coarse)
 {
     struct stat st;
     if (atomic_load_explicit(&o->replaced, memory_order_relaxed))
         return 1;
-    if (!exact) {
-        int64_t now = wh_now_coarse();
-        if (now < atomic_load_explicit(&o->next_check, memory_order_relaxed))
+    if (coarse != 0) {
+        if (coarse < atomic_load_explicit(&o->next_check, memory_order_relaxed))
             return 0;
-        atomic_store_explicit(&o->next_check, now + WH_LINK_CHECK_NS, memory_order_relaxed);
+        atomic_store_explicit(&o->next_check, coarse + WH_LINK_CHECK_NS, memory_order_relaxed);
     }
     if (fstatat(wh_dir_fd(o->dir), o->name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
         if (st.st_dev == o->dev && st.st_ino == o->ino)
@@ -319,6 +367,11 @@ int wh_obj_replaced(struct wh_obj *o, int exact)
     }
     atomic_store(&o->replaced, 1);
     return 1;
+}
+
+int wh_obj_replaced(struct wh_obj *o, int exact)
+{
+    return wh_obj_replaced_at(o, exact ? 0 : wh_now_coarse());
 }
 
 /* Caller holds a reference already: no lock needed. */

@@ -22,9 +22,9 @@ static void ctx_init(struct wh_ctx *c, struct wh_obj *o, uint64_t me)
 /* Takes the guard; after a takeover the state is repaired and everyone must be woken. Then
  * gives back this process's releases that could not wait for the guard (pending.c) first,
  * so that nothing of ours stands in our own way. */
-static int enter(struct wh_obj *o, struct wh_ctx *c, int64_t deadline, int *wake)
+static int enter_w(struct wh_obj *o, struct wh_ctx *c, int64_t deadline, int *wake, int *waited)
 {
-    int g = wh_guard_lock(&o->v.h->guard, c->me, deadline, wh_dir_alive, o->dir);
+    int g = wh_guard_lock_w(&o->v.h->guard, c->me, deadline, wh_dir_alive, o->dir, waited);
     if (g == WH_GUARD_TAKEN_OVER) {
         c->now = wh_now();
         wh_st_reclaim(&o->v, c);
@@ -34,6 +34,12 @@ static int enter(struct wh_obj *o, struct wh_ctx *c, int64_t deadline, int *wake
         wh_pending_apply(o) && !*wake)
         *wake = 1;
     return g;
+}
+
+static int enter(struct wh_obj *o, struct wh_ctx *c, int64_t deadline, int *wake)
+{
+    int waited;
+    return enter_w(o, c, deadline, wake, &waited);
 }
 
 /*
@@ -69,30 +75,83 @@ void wh_waiter_init(struct wh_waiter *w, uint32_t mode, int futex, int64_t since
 int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
                int64_t guard_deadline, uint64_t *held, struct wh_err *e)
 {
+    return wh_attempt_t(o, mode, ac_ns, w, guard_deadline, held, NULL, e);
+}
+
+/* Whether the holds of dead processes are to be looked for: abandonment_check (ac_ns) since the
+ * last scan, or a last scan that is not in [0, now], which a file written before a reboot holds
+ * (the monotonic clock starts again) or anything else wrote: a scan now, never an overflow. */
+static int reclaim_due(struct wh_obj_header *h, int64_t now, int64_t ac_ns)
+{
+    int64_t last = atomic_load(&h->last_reclaim);
+    return last < 0 || last > now || now - last >= ac_ns;
+}
+
+static int replaced(const struct wh_obj *o, struct wh_err *e)
+{
+    return wh_fail(e, WH_EREPLACED, ENOENT,
+                   "the file of %s '%s' in %s was removed or replaced by something other than "
+                   "waithandles (a tmp cleaner, or systemd-logind RemoveIPC?): use a lock "
+                   "directory that cleaners leave alone",
+                   wh_kind_name(o->v.kind), o->name, wh_dir_path(o->dir));
+}
+
+#define AGAIN 2 /* attempt_once: the identity changed while it waited for the guard */
+
+static int attempt_once(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
+                        int64_t guard_deadline, uint64_t *held, uint64_t *token, struct wh_err *e);
+
+int wh_attempt_t(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
+                 int64_t guard_deadline, uint64_t *held, uint64_t *token, struct wh_err *e)
+{
+    int r = AGAIN;
+    for (int i = 0; i < 3 && r == AGAIN; i++)
+        r = attempt_once(o, mode, ac_ns, w, guard_deadline, held, token, e);
+    return r == AGAIN ? 0 : r;
+}
+
+static int attempt_once(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
+                        int64_t guard_deadline, uint64_t *held, uint64_t *token, struct wh_err *e)
+{
     const struct wh_view *v = &o->v;
     struct wh_ctx c;
-    int wake = 0, r, mine = -1;
+    int wake = 0, r, mine = -1, g, waited;
     int64_t lease_ns = w != NULL ? WH_LEASE(w->interval) : 0;
     uint32_t seen = w != NULL ? w->seq : 0;
-    uint64_t me = wh_dir_me(o->dir, e);
+    int64_t coarse = wh_now_coarse(); /* one clock read for both rate-limited checks */
+    uint64_t me = wh_dir_me_at(o->dir, coarse, e);
 
     if (me == 0) {
         wh_err_about(e, wh_kind_name(o->v.kind), o->name);
         return -1;
     }
-    /* Never a hold on a file that is no longer the object: the caller opens the path again. A
-     * waiter looks every time; the uncontended path every few milliseconds. */
-    if (wh_obj_replaced(o, w != NULL))
-        return wh_fail(e, WH_EREPLACED, ENOENT,
-                       "the file of %s '%s' in %s was removed or replaced by something other "
-                       "than waithandles (a tmp cleaner, or systemd-logind RemoveIPC?): use a "
-                       "lock directory that cleaners leave alone",
-                       wh_kind_name(o->v.kind), o->name, wh_dir_path(o->dir));
+    /* Never a hold on a file that is no longer the object (the caller opens the path again),
+     * nor under an identity of a registry file that is no longer the directory's. A waiter
+     * looks at the file every time; the uncontended path at both every few milliseconds; and
+     * anyone who had to wait for the guard (its owner may have been stopped for long) looks
+     * at both again inside it. */
+    if (wh_obj_replaced_at(o, w != NULL ? 0 : coarse))
+        return replaced(o, e);
     ctx_init(&c, o, me);
-    if (enter(o, &c, guard_deadline, &wake) == WH_GUARD_BUSY) {
+    g = enter_w(o, &c, guard_deadline, &wake, &waited);
+    if (g == WH_GUARD_BUSY) {
         if (w != NULL)
             w->seq = atomic_load(&v->h->seq);
         return 0;
+    }
+    if (waited || g == WH_GUARD_TAKEN_OVER) {
+        if (wh_obj_replaced_at(o, 0)) {
+            leave(o, wake, w);
+            return replaced(o, e);
+        }
+        uint64_t now_me = wh_dir_me_at(o->dir, INT64_MAX, e);
+        if (now_me != me) { /* a new identity, or 0: an error */
+            leave(o, wake, w);
+            if (now_me != 0)
+                return AGAIN;
+            wh_err_about(e, wh_kind_name(o->v.kind), o->name);
+            return -1;
+        }
     }
     /* Leases and ages matter only when somebody waits. */
     if (c.now == 0 && (w != NULL || atomic_load(&v->h->nwaiting) != 0))
@@ -105,7 +164,7 @@ int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter 
     r = wh_st_try(v, &c, mode, mine, w ? w->since : c.now);
     if (r == 0 && c.now == 0)
         c.now = wh_now();
-    if (r == 0 && c.now - atomic_load(&v->h->last_reclaim) >= ac_ns) {
+    if (r == 0 && reclaim_due(v->h, c.now, ac_ns)) {
         if (wh_st_reclaim(v, &c) && !wake)
             wake = 1;
         r = wh_st_try(v, &c, mode, mine, w ? w->since : c.now);
@@ -120,6 +179,9 @@ int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter 
     }
     if (r == 1) {
         *held = me;
+        if (token != NULL) /* the one this acquisition took, for exclusive holds and tickets */
+            *token = mode == WH_MODE_READ || mode == WH_MODE_UPGRADEABLE ? 0
+                                                                        : atomic_load(&v->h->token);
         if (w != NULL && w->idx >= 0) {
             wh_st_withdraw(v, w->idx, w->tag, me);
             w->idx = -1;
@@ -146,12 +208,18 @@ int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter 
 int wh_wait(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
             int64_t deadline, uint64_t *held, struct wh_err *e)
 {
+    return wh_wait_t(o, mode, ac_ns, w, deadline, held, NULL, e);
+}
+
+int wh_wait_t(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
+              int64_t deadline, uint64_t *held, uint64_t *token, struct wh_err *e)
+{
     /* The waiter wakes at least every `interval` to refresh its mark (and see whether a
      * reclamation is due), whatever abandonment_check is. */
     w->interval = ac_ns < WH_BLOCK_SLICE_NS ? ac_ns : WH_BLOCK_SLICE_NS;
     for (;;) {
         int64_t now, slice;
-        int r = wh_attempt(o, mode, ac_ns, w, deadline, held, e);
+        int r = wh_attempt_t(o, mode, ac_ns, w, deadline, held, token, e);
         if (r != 0)
             return r;
         now = wh_now();
@@ -231,7 +299,7 @@ int wh_changed(struct wh_obj *o, const struct wh_waiter *w, int64_t ac_ns)
 {
     int64_t now = wh_now();
     return atomic_load(&o->v.h->seq) != w->seq || now - w->last_attempt >= WH_LEASE(w->interval) / 2 ||
-           now - atomic_load(&o->v.h->last_reclaim) >= ac_ns;
+           reclaim_due(o->v.h, now, ac_ns);
 }
 
 int64_t wh_poll_delay(const struct wh_waiter *w, int64_t now)

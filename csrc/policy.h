@@ -29,8 +29,9 @@
 /* Marks (wait entries) carry a lease: a mark whose waiter stops refreshing it, because it is
  * stopped (SIGSTOP) or abandoned (a coroutine never resumed), stops counting LEASE(interval)
  * after its latest refresh, where interval is how often its waiter refreshes it: at most
- * 2 x 50 + 20 = 120 ms, whatever abandonment_check is. */
-#define WH_LEASE_SLACK_NS (20 * WH_MS)
+ * 2 x 50 + 100 = 200 ms, whatever abandonment_check is; the slack lets a busy event loop
+ * be late for a poll without losing its place. */
+#define WH_LEASE_SLACK_NS (100 * WH_MS)
 #define WH_LEASE(interval) (2 * (interval) + WH_LEASE_SLACK_NS)
 
 /* Blocking waits sleep on the futex for at most min(abandonment_check, BLOCK_SLICE) at a time,

@@ -227,10 +227,10 @@ static uint64_t claim_locked(struct wh_dir *d, struct wh_err *e)
     return 0;
 }
 
-uint64_t wh_dir_me(struct wh_dir *d, struct wh_err *e)
+uint64_t wh_dir_me_at(struct wh_dir *d, int64_t coarse, struct wh_err *e)
 {
     uint64_t me = atomic_load_explicit(&d->me, memory_order_acquire);
-    if (me != 0 && wh_now_coarse() < atomic_load_explicit(&d->next_check, memory_order_relaxed))
+    if (me != 0 && coarse < atomic_load_explicit(&d->next_check, memory_order_relaxed))
         return me;
     pthread_mutex_lock(&wh_mu);
     me = atomic_load(&d->me);
@@ -241,6 +241,11 @@ uint64_t wh_dir_me(struct wh_dir *d, struct wh_err *e)
     me = claim_locked(d, e);
     pthread_mutex_unlock(&wh_mu);
     return me;
+}
+
+uint64_t wh_dir_me(struct wh_dir *d, struct wh_err *e)
+{
+    return wh_dir_me_at(d, wh_now_coarse(), e);
 }
 
 uint64_t wh_dir_current_checked(struct wh_dir *d)

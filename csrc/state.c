@@ -9,12 +9,9 @@
  * entries are written before the totals derived from them, so a reclaim
  * that recomputes the totals from live entries repairs any prefix of a dead
  * writer's changes. Tests stop the writer after every store (CRASH_POINT).
+ * What info() reports and the invariant check are in observe.c.
  */
-#include <stdatomic.h>
-#include <stdio.h>
-#include <string.h>
-
-#include "wh.h"
+#include "state.h"
 
 #ifdef WH_CRASH_TEST
 #include <setjmp.h>
@@ -29,15 +26,11 @@ extern jmp_buf wh_crash_jmp;
 #define CRASH_POINT() ((void)0)
 #endif
 
-#define LD(p) atomic_load_explicit((p), memory_order_relaxed)
 #define ST(p, v)                                                                                   \
     do {                                                                                           \
         CRASH_POINT();                                                                             \
         atomic_store_explicit((p), (v), memory_order_relaxed);                                     \
     } while (0)
-
-static int is_rw(const struct wh_view *v) { return v->kind == WH_KIND_RWLOCK; }
-static int has_slots(const struct wh_view *v) { return v->slots != NULL; }
 
 /* A hold of an earlier generation of our own slot is dead: no probe needed. */
 static int own_slot_stale(const struct wh_ctx *c, uint64_t id)
@@ -47,48 +40,24 @@ static int own_slot_stale(const struct wh_ctx *c, uint64_t id)
 
 /* ---- wait entries ---- */
 
-static int entry_live(const struct wh_wait_entry *e, int64_t now, uint64_t *id, uint32_t *mode,
-                      int64_t *since)
-{
-    *id = LD(&e->ident);
-    if (*id == 0 || LD(&e->lease) < now)
-        return 0;
-    *mode = LD(&e->mode) & WH_WAIT_MODE_MASK;
-    *since = LD(&e->since);
-    return 1;
-}
-
 static void recount_waits(const struct wh_view *v)
 {
-    uint32_t used = 0, fut = 0, writers = 0;
-    for (uint32_t i = 0; i < v->nwait; i++) {
-        const struct wh_wait_entry *e = &v->waits[i];
-        uint32_t m;
-        if (LD(&e->ident) == 0)
-            continue;
-        m = LD(&e->mode);
-        used++;
-        if (m & WH_WAIT_FUTEX)
-            fut++;
-        m &= WH_WAIT_MODE_MASK;
-        if (m == WH_MODE_WRITE || m == WH_MODE_UPGRADE)
-            writers++;
-    }
+    uint32_t used, fut, writers;
+    count_waits(v, &used, &fut, &writers);
     ST(&v->h->nwaiting, used);
     ST(&v->h->nwriters, writers);
     atomic_store(&v->h->nfutex, fut);
 }
 
 /*
- * Waiters that come before an attempt in `mode` by a caller waiting since
- * `since` in entry `mine` (-1: none). A waiting writer or upgrade excludes
- * every new read and upgradeable read (writer preference); among waiters for
- * the same thing, one that has waited more than WH_BARGE_NS and longer than
- * the caller comes first (bounded barging). Returns how many come first,
- * counting at most `cap`.
+ * Live waiters that come before an attempt in `mode` by a caller waiting since `since` in
+ * entry `mine` (-1: none), counting at most `cap`: every waiting writer or upgrade before a
+ * read or upgradeable read (writer preference); before anything else, the entries of the same
+ * mode (never READ) that waited longer than the caller, and at least `min_age`; an UPGRADE
+ * comes after nobody.
  */
-static uint32_t waiters_first(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode,
-                              int mine, int64_t since, uint32_t cap)
+static uint32_t count_ahead(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode,
+                            int mine, int64_t since, uint32_t cap, int64_t min_age)
 {
     uint32_t n = 0;
     if (atomic_load(&v->h->nwaiting) == 0 || mode == WH_MODE_UPGRADE)
@@ -100,37 +69,27 @@ static uint32_t waiters_first(const struct wh_view *v, const struct wh_ctx *c, u
         if ((int)i == mine || !entry_live(&v->waits[i], c->now, &id, &m, &s))
             continue;
         if (is_rw(v) && (mode == WH_MODE_READ || mode == WH_MODE_UPGRADEABLE) &&
-            (m == WH_MODE_WRITE || m == WH_MODE_UPGRADE)) {
+            (m == WH_MODE_WRITE || m == WH_MODE_UPGRADE))
             n++;
-            continue;
-        }
-        if (m != mode || mode == WH_MODE_READ)
-            continue;
-        if (s <= c->now - WH_BARGE_NS && (s < since || (s == since && (int)i < mine)))
+        else if (m == mode && mode != WH_MODE_READ && s <= c->now - min_age &&
+                 (s < since || (s == since && (int)i < mine)))
             n++;
     }
     return n;
 }
 
+/* Those that come first now: a waiter of the same mode only once it has waited more than
+ * WH_BARGE_NS (bounded barging). */
+static uint32_t waiters_first(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode,
+                              int mine, int64_t since, uint32_t cap)
+{
+    return count_ahead(v, c, mode, mine, since, cap, WH_BARGE_NS);
+}
+
 uint32_t wh_st_ahead(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, int mine,
                      int64_t since)
 {
-    uint32_t n = 0;
-    if (atomic_load(&v->h->nwaiting) == 0 || mode == WH_MODE_UPGRADE)
-        return 0;
-    for (uint32_t i = 0; i < v->nwait; i++) {
-        uint64_t id;
-        uint32_t m;
-        int64_t s;
-        if ((int)i == mine || !entry_live(&v->waits[i], c->now, &id, &m, &s))
-            continue;
-        if (is_rw(v) && (mode == WH_MODE_READ || mode == WH_MODE_UPGRADEABLE) &&
-            (m == WH_MODE_WRITE || m == WH_MODE_UPGRADE))
-            n++; /* writer preference: every waiting writer comes first */
-        else if (m == mode && mode != WH_MODE_READ && (s < since || (s == since && (int)i < mine)))
-            n++;
-    }
-    return n;
+    return count_ahead(v, c, mode, mine, since, UINT32_MAX, 0);
 }
 
 int wh_st_register(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, int64_t since,
@@ -273,6 +232,14 @@ int wh_st_admits(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode)
     return room(v, c, mode) > 0;
 }
 
+/* A new fencing token for an exclusive hold or a ticket, stored before the hold is taken: a
+ * crash in between burns a token, never hands one out twice. */
+static void bump_token(struct wh_obj_header *h)
+{
+    uint64_t t = LD(&h->token);
+    ST(&h->token, t < WH_TOKEN_MAX ? t + 1 : t);
+}
+
 int wh_st_try(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, int my_entry,
               int64_t since)
 {
@@ -291,6 +258,7 @@ int wh_st_try(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, in
         return 0;
     switch (mode) {
     case WH_MODE_LOCK:
+        bump_token(h);
         if (has_slots(v))
             return take_count(v, c);
         ST(&h->owner, c->me);
@@ -299,6 +267,7 @@ int wh_st_try(const struct wh_view *v, const struct wh_ctx *c, uint32_t mode, in
         return take_count(v, c);
     case WH_MODE_WRITE:
     case WH_MODE_UPGRADE:
+        bump_token(h);
         ST(&h->owner, c->me);
         return 1;
     case WH_MODE_UPGRADEABLE:
@@ -465,108 +434,4 @@ int wh_st_reclaim_waiters(const struct wh_view *v, const struct wh_ctx *c)
 {
     struct alive_cache ac = {.n = 0};
     return reclaim_waits(v, c, &ac);
-}
-
-/* ---- observation ---- */
-
-static void add_holder(struct wh_info *out, uint64_t id)
-{
-    for (uint32_t i = 0; i < out->nholders; i++)
-        if (out->holders[i] == id)
-            return;
-    if (out->nholders < sizeof out->holders / sizeof out->holders[0])
-        out->holders[out->nholders++] = id;
-}
-
-void wh_st_info(const struct wh_view *v, const struct wh_ctx *c, struct wh_info *out)
-{
-    struct wh_obj_header *h = v->h;
-    uint64_t owner = LD(&h->owner), upg = LD(&h->upgradeable);
-    memset(out, 0, sizeof *out);
-    if (v->kind != WH_KIND_SEMAPHORE && owner != 0) {
-        out->writer = 1;
-        add_holder(out, owner);
-    }
-    if (is_rw(v) && upg != 0) {
-        out->upgradeable = 1;
-        out->upgraded = owner == upg;
-        add_holder(out, upg);
-    }
-    if (has_slots(v)) {
-        for (uint32_t i = 0; i < v->nslots; i++) {
-            uint64_t id = LD(&v->slots[i].ident);
-            if (id != 0 && LD(&v->slots[i].count) != 0)
-                add_holder(out, id);
-        }
-        out->readers = LD(&h->total);
-    }
-    for (uint32_t i = 0; i < v->nwait; i++) {
-        uint64_t id;
-        uint32_t m;
-        int64_t s;
-        if (!entry_live(&v->waits[i], c->now, &id, &m, &s))
-            continue;
-        out->waiting++;
-        if (m == WH_MODE_WRITE || m == WH_MODE_UPGRADE)
-            out->waiting_writers++;
-    }
-    switch (v->kind) {
-    case WH_KIND_LOCK:
-        out->held = out->writer;
-        out->readers = 0;
-        break;
-    case WH_KIND_SEMAPHORE:
-        out->held = out->readers;
-        break;
-    default:
-        /* An upgradeable read is a read until it is upgraded; then it is the write. */
-        if (out->upgradeable && !out->upgraded)
-            out->readers++;
-        out->held = out->readers + (uint32_t)out->writer;
-    }
-}
-
-/* The invariants of doc/FORMAT.md, checked on a quiescent object. Returns 1 if they hold. */
-int wh_st_check(const struct wh_view *v, char *why, size_t whylen)
-{
-    struct wh_obj_header *h = v->h;
-    uint64_t owner = LD(&h->owner), upg = LD(&h->upgradeable), sum = 0;
-    uint32_t used = 0, fut = 0, writers = 0;
-#define BAD(...) return (snprintf(why, whylen, __VA_ARGS__), 0)
-    if (has_slots(v))
-        for (uint32_t i = 0; i < v->nslots; i++) {
-            uint64_t id = LD(&v->slots[i].ident);
-            uint32_t cnt = LD(&v->slots[i].count);
-            if (cnt != 0 && (id == 0 || WH_IDENT_SLOT(id) != i))
-                BAD("slot %u has %u held under identity %llx", i, cnt, (unsigned long long)id);
-            sum += cnt;
-        }
-    if (has_slots(v) && sum != LD(&h->total))
-        BAD("total %u but the slots hold %llu", LD(&h->total), (unsigned long long)sum);
-    if (v->kind == WH_KIND_SEMAPHORE && sum > v->max_count)
-        BAD("%llu tickets held, max_count %u", (unsigned long long)sum, v->max_count);
-    if (v->kind == WH_KIND_SEMAPHORE && (owner != 0 || upg != 0))
-        BAD("semaphore with an owner word set");
-    if (v->kind == WH_KIND_LOCK && upg != 0)
-        BAD("lock with an upgradeable holder");
-    if (is_rw(v) && owner != 0 && sum != 0)
-        BAD("writer %llx beside %llu readers", (unsigned long long)owner, (unsigned long long)sum);
-    if (is_rw(v) && owner != 0 && upg != 0 && owner != upg)
-        BAD("writer %llx beside upgradeable reader %llx", (unsigned long long)owner,
-            (unsigned long long)upg);
-    for (uint32_t i = 0; i < v->nwait; i++) {
-        uint32_t m;
-        if (LD(&v->waits[i].ident) == 0)
-            continue;
-        m = LD(&v->waits[i].mode);
-        used++;
-        fut += (m & WH_WAIT_FUTEX) != 0;
-        m &= WH_WAIT_MODE_MASK;
-        writers += m == WH_MODE_WRITE || m == WH_MODE_UPGRADE;
-    }
-    if (used != LD(&h->nwaiting) || fut != atomic_load(&h->nfutex) || writers != LD(&h->nwriters))
-        BAD("wait counts %u/%u/%u, entries say %u/%u/%u", LD(&h->nwaiting),
-            atomic_load(&h->nfutex), LD(&h->nwriters), used, fut, writers);
-#undef BAD
-    return 1;
 }

@@ -84,6 +84,7 @@ int wh_ofd_unlock(int fd, off_t off);
 /* This process's identity in d: claims a slot on first use, and a new one when the registry
  * file of its slot is found unlinked or replaced (checked every WH_LINK_CHECK_NS); 0 on error. */
 uint64_t wh_dir_me(struct wh_dir *d, struct wh_err *e);
+uint64_t wh_dir_me_at(struct wh_dir *d, int64_t coarse, struct wh_err *e); /* wh_now_coarse() */
 uint64_t wh_dir_current(struct wh_dir *d);              /* 0 if no slot is claimed */
 /* wh_dir_current, after the rate-limited check of wh_dir_me that its registry file is linked. */
 uint64_t wh_dir_current_checked(struct wh_dir *d);
@@ -97,7 +98,7 @@ uint32_t wh_dir_pid(struct wh_dir *d, uint64_t ident);  /* 0 if unknown */
 void wh_registry_forget(struct wh_dir *d);              /* fork child: drop the inherited slot */
 void wh_fork_init(void);                                 /* registers the fork handlers once */
 
-/* ---- the state machines (state.c): pure logic on a mapped object ---- */
+/* ---- the state machines (state.c, observe.c): pure logic on a mapped object ---- */
 
 struct wh_view { /* validated description of one mapped object */
     struct wh_obj_header *h;
@@ -115,6 +116,8 @@ struct wh_ctx { /* one operation of one process */
 
 struct wh_info {
     uint32_t held, readers, waiting_writers, waiting;
+    uint64_t token;  /* the latest fencing token handed out */
+    uint32_t ev_set; /* an event: set */
     int writer, upgradeable, upgraded;
     uint32_t nholders;
     uint64_t holders[64];
@@ -146,6 +149,9 @@ enum { WH_GUARD_OK = 0, WH_GUARD_TAKEN_OVER = 1, WH_GUARD_BUSY = 2 };
 /* A busy guard is waited for at least WH_GUARD_GRACE_NS (policy.h), however short the
  * caller's deadline. */
 int wh_guard_lock(_Atomic uint64_t *g, uint64_t me, int64_t deadline, wh_alive_fn alive, void *actx);
+/* The same; *waited is 1 if it had to wait past its spins (the world may have changed meanwhile). */
+int wh_guard_lock_w(_Atomic uint64_t *g, uint64_t me, int64_t deadline, wh_alive_fn alive,
+                    void *actx, int *waited);
 void wh_guard_unlock(_Atomic uint64_t *g);
 
 /* ---- object files (object.c) ---- */
@@ -176,6 +182,7 @@ const char *wh_kind_name(uint32_t kind);
 /* Whether o's file was unlinked or replaced at its path by something else: looked at now if
  * `exact`, else at most every WH_LINK_CHECK_NS. Once true, true for good. */
 int wh_obj_replaced(struct wh_obj *o, int exact);
+int wh_obj_replaced_at(struct wh_obj *o, int64_t coarse); /* coarse 0: exact */
 /* Checks a private copy of an object header of any kind against the file size; fills the
  * immutable part of *v (not its pointers). */
 int wh_obj_validate(struct wh_dir *d, const char *name, const struct wh_obj_header *h, off_t size,
@@ -184,6 +191,18 @@ int wh_obj_validate(struct wh_dir *d, const char *name, const struct wh_obj_head
  * 1 found, 0 absent, -1 error. Holds of dead processes are left out, as info() would. */
 int wh_inspect(struct wh_dir *d, const char *name, uint32_t *kind, uint32_t *max_count,
                struct wh_info *out, struct wh_err *e);
+
+/* ---- events (event.c): single words, no guard, no marks ---- */
+
+void wh_event_set(struct wh_obj *o);   /* wakes every waiter */
+void wh_event_reset(struct wh_obj *o);
+int wh_event_is_set(struct wh_obj *o);
+uint64_t wh_event_gen(struct wh_obj *o);
+/* 1 if a wait that began at generation gen0 is over: set since, or (manual) set now; an
+ * auto-reset event's signal is taken by exactly one such call. */
+int wh_event_try(struct wh_obj *o, uint64_t gen0);
+/* wh_event_try, sleeping on the futex until it succeeds or `until` (0 then). */
+int wh_event_wait(struct wh_obj *o, uint64_t gen0, int64_t until);
 
 /* ---- releases waiting for the guard (pending.c) ---- */
 
@@ -211,12 +230,17 @@ void wh_waiter_init(struct wh_waiter *w, uint32_t mode, int futex, int64_t since
  * the lease WH_LEASE(w->interval). */
 int wh_attempt(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
                int64_t guard_deadline, uint64_t *held, struct wh_err *e);
+/* The same, and *token (if not NULL) gets the fencing token of what it took (0: none). */
+int wh_attempt_t(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
+                 int64_t guard_deadline, uint64_t *held, uint64_t *token, struct wh_err *e);
 /* The delay before an async waiter's next poll (policy.h). */
 int64_t wh_poll_delay(const struct wh_waiter *w, int64_t now);
 /* Blocks until acquired or deadline; on a timeout or an error the entry stays registered
  * (the caller withdraws it). */
 int wh_wait(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
             int64_t deadline, uint64_t *held, struct wh_err *e);
+int wh_wait_t(struct wh_obj *o, uint32_t mode, int64_t ac_ns, struct wh_waiter *w,
+              int64_t deadline, uint64_t *held, uint64_t *token, struct wh_err *e);
 /* 1 released (maybe later: never waits longer than WH_GUARD_GRACE_NS), 0 not ours. */
 int wh_release(struct wh_obj *o, uint32_t mode, uint64_t ident);
 /* Gives back this process's pending releases of o; 0 if the guard stayed busy a while. */

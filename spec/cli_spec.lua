@@ -196,7 +196,10 @@ describe("waithandle (the command-line tool)", function()
         { "-r", "-w", "a", "true" }, { "-s", "2", "-u", "a", "true" }, { "a" }, { "a", "--" },
         { "-t" }, { "--read=yes", "a", "true" }, { "--json", "a", "true" }, { "info" },
         { "info", "a", "b" }, { "list", "x" }, { "remove" }, { "-s", "2", "info", "a" },
-        { "-n", "list" }, { "--json", "remove", "a" },
+        { "-n", "list" }, { "--json", "remove", "a" }, { "event" }, { "event", "set" },
+        { "event", "bogus", "a" }, { "event", "set", "a", "b" }, { "event", "set", "a", "-t", "1" },
+        { "event", "reset", "a", "-E", "3" }, { "--auto-reset", "a", "true" },
+        { "--json", "event", "set", "a" }, { "--auto-reset", "info", "a" },
       }
       for _, args in ipairs(cases) do
         local code, out, err = run(args)
@@ -479,6 +482,65 @@ rm -f "$1/$m"
     end)
   end)
 
+  describe("event", function()
+    it("wait exits 1 when not set in time (-E CODE, -q), and 0 once another process sets it", function()
+      local code, _, err = run({ "event", "wait", "ready", "-t", "0.05" })
+      assert.are.equal(1, code)
+      assert.truthy(err:find("event 'ready' not set within 0.05 s", 1, true), err)
+      code, _, err = run({ "-E", "7", "-q", "event", "wait", "ready", "-n" })
+      assert.are.equal(7, code)
+      assert.are.equal("", err)
+      local waiters = {}
+      for i = 1, 3 do waiters[i] = start({ "event", "wait", "ready", "-v" }) end
+      H.eventually(function() return wh.inspect("ready", { dir = dir }) ~= nil end, 10, "the file")
+      H.sleep(0.1)
+      for _, c in ipairs(waiters) do
+        local alive = whtest.waitpid(c.pid, 0)
+        assert.is_nil(alive, "a waiter ended before the set")
+      end
+      assert.are.equal(0, (run({ "event", "set", "ready" })))
+      for _, c in ipairs(waiters) do
+        local wcode, _, werr = finish(c, 10)
+        assert.are.equal(0, wcode)
+        assert.truthy(werr:find("event 'ready' set after", 1, true), werr)
+      end
+      assert.are.equal(0, (run({ "event", "wait", "ready", "-n" })), "a manual-reset event stays set")
+      assert.are.equal(0, (run({ "event", "reset", "ready" })))
+      assert.are.equal(1, (run({ "-q", "event", "wait", "ready", "-n" })))
+    end)
+
+    it("--auto-reset makes an event that lets one wait through per set; it keeps that mode", function()
+      assert.are.equal(0, (run({ "event", "set", "job", "--auto-reset" })))
+      assert.are.equal(0, (run({ "event", "set", "job" })), "the mode of the file is used")
+      assert.are.equal(0, (run({ "event", "wait", "job", "-n" })))
+      assert.are.equal(1, (run({ "-q", "event", "wait", "job", "-n" })))
+      assert.is_true(wh.inspect("job", { dir = dir }).auto_reset)
+      local code, _, err = run({ "event", "set", "manual" })
+      assert.are.equal(0, code, err)
+      code, _, err = run({ "event", "set", "manual", "--auto-reset" })
+      assert.are.equal(125, code)
+      assert.truthy(err:find("manual-reset event, not an auto-reset event", 1, true), err)
+      assert.are.equal(0, (run({ "lk", "true" })))
+      code, _, err = run({ "event", "set", "lk" })
+      assert.are.equal(125, code)
+      assert.truthy(err:find("'lk' in " .. dir .. " is a lock", 1, true), err)
+    end)
+
+    it("info and list show whether it is set, as text and JSON", function()
+      assert.are.equal(0, (run({ "event", "set", "e" })))
+      assert.are.equal(0, (run({ "event", "reset", "a", "--auto-reset" })))
+      local code, out = run({ "info", "e" })
+      assert.are.equal(0, code)
+      assert.truthy(out:find("kind: event\nauto_reset: false\nset: true\n"), out)
+      code, out = run({ "info", "a", "--json" })
+      assert.are.same({ name = "a", path = dir .. "/a", kind = "event", auto_reset = true,
+        set = false }, decode_json(out))
+      code, out = run({ "list" })
+      assert.truthy(out:find("\na +event +reset %(auto%-reset%)\n") or out:find("^a +event +reset %(auto%-reset%)\n"), out)
+      assert.truthy(out:find("\ne +event +set %(manual%-reset%)\n"), out)
+    end)
+  end)
+
   describe("names", function()
     it("with spaces and slashes name the object the library names so", function()
       local name = "my jobs/nightly backup"
@@ -492,7 +554,7 @@ rm -f "$1/$m"
     end)
 
     it("that are subcommand words are names after --", function()
-      for _, word in ipairs({ "list", "info", "remove" }) do
+      for _, word in ipairs({ "list", "info", "remove", "event" }) do
         assert.are.equal(0, (run({ "--", word, "--", "touch", work .. "/" .. word })))
         assert.truthy(H.exists(dir .. "/" .. word))
         assert.truthy(H.exists(work .. "/" .. word))

@@ -162,6 +162,28 @@ describe("crash safety", function()
       assert.are.equal(0, #l:info().holders)
     end)
 
+    -- An attempt reclaims when abandonment_check has passed since last_reclaim, a
+    -- CLOCK_MONOTONIC time in the file (offset 88, doc/FORMAT.md). A file kept across a reboot
+    -- holds a value ahead of the restarted clock; a co-user may write anything (found by
+    -- fuzz_object: the difference overflowed, and no attempt ever reclaimed).
+    for _, case in ipairs({
+      { what = "a reboot after 30 days of uptime", value = function()
+        return ("%x"):format(math.floor(T.now() * 1e9) + 30 * 86400 * 1000000000) end },
+      { what = "INT64_MIN, written by a co-user", value = function() return "8000000000000000" end },
+    }) do
+      it("killed, with last_reclaim ahead of the clock (" .. case.what .. "): reclaimed at once", function()
+        local dir = H.tmpdir()
+        local l = wh.lock("x", { dir = dir, abandonment_check = 0.01 })
+        local c = H.lock_holder(dir, "x", 60)
+        c:kill()
+        c:wait()
+        T.word64(l.path, 88, case.value())
+        local h = l:try_acquire(1)
+        assert.is_not_nil(h, "the dead holder's lock was not reclaimed within 1 s")
+        h:release()
+      end)
+    end
+
     it("an async waiter in a coroutine (default sleep: yield) acquires when the holder is killed", function()
       local dir = H.tmpdir()
       local l = wh.lock("victim", { dir = dir, abandonment_check = 0.05 })
@@ -621,12 +643,7 @@ describe("crash safety", function()
       local code = [[
         local l = wh.lock("w", { dir = ARGS.dir })
         say("waiting")
-        local h
-        if ARGS.async then
-          h = l:acquire_async(60, { sleep = function(s) T.sleep(s) end })
-        else
-          h = l:acquire(60)
-        end
+        local h = acquire(l, 60, ARGS.async)
         say("got", stamp())
         wait_file(ARGS.dir .. "/done")
         h:release()

@@ -17,12 +17,7 @@ local VERSION_TAGS = { ["5.1"] = true, ["5.2"] = true, ["5.3"] = true, ["5.4"] =
   luajit = true }
 local THIS_VERSION = rawget(_G, "jit") and "luajit" or _VERSION:match("%d+%.%d+")
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local function read(path) return assert(H.read_file(path)) end
 
 local function lines_of(cmd)
   local t = {}

@@ -135,6 +135,11 @@ function wait_info(obj, field, n, t)
     T.sleep(0.002)
   end
 end
+-- l:acquire(t), or with `async` l:acquire_async(t) sleeping in a Lua function.
+function acquire(l, t, async)
+  if async then return l:acquire_async(t, { sleep = function(s) T.sleep(s) end }) end
+  return l:acquire(t)
+end
 -- The monotonic time as a string for say(); the parent reads it back.
 function stamp() return string.format("%.6f", T.now()) end
 -- Ends this process at once with SIGKILL (no cleanup of any kind).
@@ -234,9 +239,20 @@ function Child:expect(want, timeout)
   end
 end
 
--- The child's very next line must be `want` (no line is skipped).
-function Child:said(want, timeout)
-  local l, why = self:line(timeout or 10)
+-- The child's very next line must be `want` (no line is skipped). drive(), if given, is
+-- called every few milliseconds meanwhile: an async waiter resumed there keeps its place (a
+-- waiter that stops polling loses it within its lease, and a child may take longer to start).
+function Child:said(want, timeout, drive)
+  local l, why
+  if drive then
+    local deadline = H.now() + (timeout or 10)
+    repeat
+      drive()
+      l, why = self:line(0.005)
+    until l ~= nil or why ~= "timeout" or H.now() > deadline
+  else
+    l, why = self:line(timeout or 10)
+  end
   assert.are.equal(want, l, ("child %d: got %s; it said:\n%s"):format(self.pid,
     tostring(l or why), table.concat(self.log, "\n")))
 end
@@ -289,6 +305,7 @@ function H.eventually(f, timeout, what)
     if r then return r end
     H.sleep(0.005)
   until H.now() > deadline
+  if type(what) == "function" then what = what() end
   error("not within " .. (timeout or 10) .. " s: " .. (what or "condition"), 2)
 end
 
@@ -330,17 +347,23 @@ end
 
 -- Children many specs use ----------------------------------------------------
 
--- A child holding lock `name` in `dir` (it has said "held") for `seconds`,
--- or until it is killed.
-function H.lock_holder(dir, name, seconds)
+-- A child that takes lock `name` in `dir` (l, its handle h) and says "held", then runs
+-- `rest` (code that sees l, h and ARGS, which `args` adds to). Returns once it held.
+local function lock_child(dir, name, rest, args)
+  args.name, args.dir = name, dir
   local c = H.spawn([[
     local l = wh.lock(ARGS.name, { dir = ARGS.dir })
     local h = assert(l:try_acquire())
     say("held")
-    T.sleep(ARGS.seconds)
-  ]], { name = name, dir = dir, seconds = seconds })
+  ]] .. rest, args)
   c:expect("held")
   return c
+end
+
+-- A child holding lock `name` in `dir` (it has said "held") for `seconds`,
+-- or until it is killed.
+function H.lock_holder(dir, name, seconds)
+  return lock_child(dir, name, "T.sleep(ARGS.seconds)", { seconds = seconds })
 end
 
 -- A child holding lock `name` in `dir` (it has said "held") until some
@@ -348,10 +371,7 @@ end
 -- seconds more; then it releases it and says "released". Ends a blocking
 -- wait without help from the waiter.
 function H.lock_holder_until_waited(dir, name, extra)
-  local c = H.spawn([[
-    local l = wh.lock(ARGS.name, { dir = ARGS.dir })
-    local h = assert(l:try_acquire())
-    say("held")
+  return lock_child(dir, name, [[
     local deadline = T.now() + 20
     while l:info().waiting < 1 do
       if T.now() > deadline then say("nobody waited") os.exit(1) end
@@ -360,9 +380,7 @@ function H.lock_holder_until_waited(dir, name, extra)
     T.sleep(ARGS.extra)
     assert(h:release())
     say("released")
-  ]], { name = name, dir = dir, extra = extra })
-  c:expect("held")
-  return c
+  ]], { extra = extra })
 end
 
 -- What a try on lock `name` in `dir` gives a separate process: "busy" or "acquired".
@@ -464,7 +482,7 @@ end
 
 -- One attempt of each kind on rwlock `rw` (in `dir`) by a separate process
 -- must give `want`, e.g. "read no upgradeable no write".
-function H.probe_rw(dir, rw, want)
+function H.probe_rw(dir, rw, want, drive)
   local p = H.spawn([[
     local rw = wh.rwlock(ARGS.name, { dir = ARGS.dir })
     local r = rw:try_acquire_read()
@@ -472,7 +490,7 @@ function H.probe_rw(dir, rw, want)
     local w = rw:try_acquire_write()
     say(r and "read" or "no read", u and "upgradeable" or "no upgradeable", w and "write" or "no write")
   ]], { dir = dir, name = rw.name })
-  p:said(want)
+  p:said(want, nil, drive)
   p:ok()
 end
 

@@ -278,7 +278,7 @@ describe("hostile files", function()
       -- slot_off 32, wait_off 36, file_size 40 (u64)
       local cases = {
         { "lock", 12, u32le(255) }, { "lock", 12, u32le(0) }, { "lock", 16, u32le(0) },
-        { "lock", 16, u32le(4) }, { "lock", 16, u32le(99) }, { "lock", 20, u32le(2) },
+        { "lock", 16, u32le(5) }, { "lock", 16, u32le(99) }, { "lock", 20, u32le(2) },
         { "lock", 24, u32le(1024) }, { "lock", 28, u32le(0) }, { "lock", 28, u32le(100000000) },
         { "lock", 32, u32le(4096) }, { "lock", 36, u32le(0) }, { "lock", 36, u32le(4294967295) },
         { "lock", 40, u64le(0) }, { "lock", 40, u64le(2 ^ 40) }, { "lock", 40, u64le(100) },
@@ -294,7 +294,7 @@ describe("hostile files", function()
           ("%s with offset %d patched"):format(c[1], c[2]))
       end
       -- another valid kind id in a file of the wrong layout: not a valid file of either kind
-      for i, c in ipairs({ { "lock", 2 }, { "lock", 3 }, { "rwlock", 1 }, { "semaphore", 3 } }) do
+      for i, c in ipairs({ { "lock", 2 }, { "lock", 3 }, { "lock", 4 }, { "rwlock", 1 }, { "semaphore", 3 } }) do
         local name = ("k-%d"):format(i)
         H.write_file(dir .. "/" .. name, patch(template(c[1]), 16, u32le(c[2])))
         expect_code({ "error corrupt", "error mismatch" },

@@ -7,68 +7,8 @@ local wh = require "waithandles"
 local H = require "helpers"
 local T = H.whtest
 
-local MODULES = "/usr/lib/nginx/modules"
-
-local function have(cmd)
-  local r = os.execute("command -v " .. cmd .. " >/dev/null 2>&1")
-  return r == true or r == 0 -- Lua 5.2+ or 5.1
-end
-
-local function repo_root()
-  local p = io.popen("pwd")
-  local d = p:read("*l")
-  p:close()
-  return d
-end
-
-local ROOT = repo_root()
-local LUAJIT_MODULE = ROOT .. "/build/luajit/waithandles/core.so"
-
--- Builds the LuaJIT module if the LuaJIT headers are there; true if it exists.
-local function luajit_module()
-  if H.exists("/usr/include/luajit-2.1/lua.h") then
-    -- A plain build, whatever make runs these specs (make exports its
-    -- command-line variables, e.g. a sanitizer build's BUILD and SANFLAGS).
-    os.execute("env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u LD_PRELOAD make -s --no-print-directory"
-      .. " LUA_VERSION=luajit BUILD=build/luajit SANFLAGS= all >/dev/null 2>&1")
-  end
-  return H.exists(LUAJIT_MODULE)
-end
-
-local missing
-if not (have("nginx") and have("curl")) then
-  missing = "nginx or curl is not installed"
-elseif not H.exists(MODULES .. "/ngx_http_lua_module.so") then
-  missing = "libnginx-mod-http-lua is not installed"
-elseif not luajit_module() then
-  missing = "the LuaJIT build of the module is missing (libluajit2-5.1-dev)"
-end
-
--- A process with its stdout on a pipe, like H.spawn's children but any command.
--- Never under the sanitizer runtime the specs may run with (LD_PRELOAD): nginx
--- and curl are not instrumented, and curl hangs with it preloaded.
-local function run(argv)
-  local cmd = { "env", "-u", "LD_PRELOAD" }
-  for _, a in ipairs(argv) do cmd[#cmd + 1] = a end
-  local pid, fd = T.spawn(cmd)
-  return { pid = pid, fd = fd, out = "" }
-end
-
--- Reads what p printed until it exits (or `timeout`); returns its output, or nil if still running.
-local function finished(p, timeout)
-  local deadline = T.now() + (timeout or 0)
-  repeat
-    local data = T.read(p.fd, math.max(0, math.min(0.05, deadline - T.now())))
-    if data == "" then
-      T.waitpid(p.pid, 5)
-      T.close(p.fd)
-      p.done = true
-      return p.out
-    end
-    if data then p.out = p.out .. data end
-  until T.now() >= deadline
-  return nil
-end
+local N = require "nginx"
+local missing, run, finished = N.missing, N.run, N.finished
 
 local HANDLERS = [[
     location /hold {
@@ -113,71 +53,14 @@ local HANDLERS = [[
     }
 ]]
 
--- Each suite picks its own ports, and its nginx answers /ping with its own token: two suites
--- running at once never talk to each other's servers.
-math.randomseed(T.getpid() * 7919 + math.floor(T.now() * 1000) % 1000003)
-local TOKEN = ("pong %d %d"):format(T.getpid(), math.random(1, 1e9))
+local TOKEN = N.TOKEN
 
--- Starts nginx with `workers` worker processes in dir; returns it and its port. o: user (the
--- workers' user, root if we are root by default), http (more of the http block), lua_path and
--- lua_cpath (where the module is), handlers (the locations).
 local function start_nginx(dir, workers, o)
   o = o or {}
-  for attempt = 1, 20 do
-    local port = 20000 + math.random(0, 20000)
-    local conf = dir .. "/nginx.conf"
-    H.write_file(conf, table.concat({
-      "worker_processes " .. workers .. ";",
-      "daemon off;",
-      o.user and ("user " .. o.user .. ";") or (H.is_root and "user root;" or ""),
-      "error_log " .. dir .. "/error.log info;",
-      "pid " .. dir .. "/nginx.pid;",
-      "load_module " .. MODULES .. "/ndk_http_module.so;",
-      "load_module " .. MODULES .. "/ngx_http_lua_module.so;",
-      "events { worker_connections 256; }",
-      "http {",
-      "  access_log off;",
-      "  client_body_temp_path " .. dir .. "/tmp; proxy_temp_path " .. dir .. "/tmp;",
-      "  fastcgi_temp_path " .. dir .. "/tmp; uwsgi_temp_path " .. dir .. "/tmp;",
-      "  scgi_temp_path " .. dir .. "/tmp;",
-      ('  lua_package_path "%s;;";'):format(o.lua_path or (ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua")),
-      ('  lua_package_cpath "%s;;";'):format(o.lua_cpath or (ROOT .. "/build/luajit/?.so")),
-      o.http or "",
-      "  server {",
-      "    listen 127.0.0.1:" .. port .. ";",
-      "    location /ping { content_by_lua_block { ngx.say(\"" .. TOKEN .. "\") } }",
-      o.handlers or HANDLERS,
-      "  }",
-      "}",
-    }, "\n"))
-    os.execute("mkdir -p " .. dir .. "/tmp")
-    local ngx = run({ "nginx", "-p", dir, "-c", conf })
-    local deadline = T.now() + 10
-    while T.now() < deadline do
-      local ping = run({ "curl", "-s", "-m", "2", ("http://127.0.0.1:%d/ping"):format(port) })
-      if finished(ping, 3) == TOKEN .. "\n" then return ngx, port end
-      if finished(ngx, 0.05) then break end -- exited: port in use, or a bad config
-    end
-    if not ngx.done then
-      T.kill(ngx.pid, T.SIGKILL)
-      finished(ngx, 5)
-    end
-    if not (H.read_file(dir .. "/error.log") or ""):find("Address already in use", 1, true) then
-      error("nginx did not start:\n" .. (ngx.out or "") .. (H.read_file(dir .. "/error.log") or ""))
-    end
-  end
-  error("no free port for nginx")
+  o.handlers = o.handlers or HANDLERS
+  return N.start_nginx(dir, workers, o)
 end
-
-local function stop_nginx(ngx)
-  if ngx and not ngx.done then
-    T.kill(ngx.pid, T.SIGTERM)
-    if not finished(ngx, 10) then
-      T.kill(ngx.pid, T.SIGKILL)
-      finished(ngx, 5)
-    end
-  end
-end
+local stop_nginx = N.stop_nginx
 
 describe("inside OpenResty (nginx + lua module)", function()
   local ngx, port, dir
@@ -258,27 +141,8 @@ end)
 -- (the wait wrapped in pcall), the master as root opening the objects in
 -- init_by_lua and the workers as nobody: every request gets the lock within
 -- its own bound, no worker blocks itself, no update is lost.
-local WRK = have("wrk")
-
--- Runs wrk; returns its figures: requests, errors (non-2xx, socket errors), latency max (s).
-local function wrk(url, connections, seconds)
-  local p = run({ "wrk", "-t2", "-c" .. connections, "-d" .. seconds .. "s", "--latency", url })
-  local out = assert(finished(p, seconds + 60), "wrk did not finish")
-  local function unit(n, u)
-    n = tonumber(n)
-    return u == "us" and n / 1e6 or u == "ms" and n / 1e3 or u == "m" and n * 60 or n
-  end
-  local r = { out = out }
-  r.requests = tonumber(out:match("(%d+) requests in"))
-  r.non2xx = tonumber(out:match("Non%-2xx or 3xx responses: (%d+)")) or 0
-  local c, rd, wr, to = out:match("Socket errors: connect (%d+), read (%d+), write (%d+), timeout (%d+)")
-  r.socket_errors = c and (c + rd + wr + to) or 0
-  r.max = unit(out:match("Latency%s+%S+%s+%S+%s+([%d.]+)(%a+)"))
-  r.p50 = unit(out:match("50%%%s+([%d.]+)(%a+)"))
-  r.p99 = unit(out:match("99%%%s+([%d.]+)(%a+)"))
-  r.rps = tonumber(out:match("Requests/sec:%s+([%d.]+)"))
-  return r
-end
+local WRK = N.have_wrk
+local wrk = N.wrk
 
 describe("inside OpenResty under load (wrk, 4 workers)", function()
   local ngx, port, dir
@@ -294,17 +158,14 @@ describe("inside OpenResty under load (wrk, 4 workers)", function()
     dir = H.tmpdir()
     os.execute("chmod 0755 " .. dir)
     -- The module where the workers' user can read it.
-    local mod = dir .. "/mod"
-    os.execute(("mkdir -p %s/waithandles && cp %s/lua/waithandles/*.lua %s/waithandles/ && cp %s %s/waithandles/")
-      :format(mod, ROOT, mod, LUAJIT_MODULE, mod))
-    os.execute("chmod -R a+rX " .. mod)
+    local lua_path, lua_cpath = N.module_copy(dir)
     H.write_file(dir .. "/counter.txt", "0")
     os.execute("chmod 0666 " .. dir .. "/counter.txt")
     local locks = dir .. "/locks"
     ngx, port = start_nginx(dir, 4, {
       user = H.is_root and "nobody nogroup" or nil,
-      lua_path = mod .. "/?.lua;" .. mod .. "/?/init.lua",
-      lua_cpath = mod .. "/?.so",
+      lua_path = lua_path,
+      lua_cpath = lua_cpath,
       http = table.concat({
         "  lua_shared_dict stats 1m;",
         "  init_by_lua_block {",

@@ -24,6 +24,16 @@ local function witness_in()
   if not pcall(T.symlink, "x", ARGS.witness) then say("VIOLATION") os.exit(1) end
 end
 local function witness_out() os.remove(ARGS.witness) end
+-- Tries `name` for `seconds`, each hold witnessed; returns how many it got.
+local function keep_trying(name, seconds)
+  local o, got, stop = object(name), 0, T.now() + seconds
+  while T.now() < stop do
+    local x = try(o)
+    if x then witness_in() got = got + 1 witness_out() x:release() end
+    T.sleep(0.005)
+  end
+  return got
+end
 ]]
 
 describe("outside interference", function()
@@ -48,15 +58,7 @@ describe("outside interference", function()
           say("registered")
           wait_file(ARGS.go, 60)
           say("lost", tostring(h:is_lost()), tostring(h:is_held()))
-          local l = object("L")
-          local got = 0
-          local stop = T.now() + 1
-          while T.now() < stop do
-            local x = try(l)
-            if x then witness_in() got = got + 1 witness_out() x:release() end
-            T.sleep(0.005)
-          end
-          say("B got", got)
+          say("B got", keep_trying("L", 1))
         ]], args)
         b:expect("registered")
         assert.is_true(os.remove(dir .. "/.registry-00"))
@@ -76,17 +78,7 @@ describe("outside interference", function()
         a:ok()
         H.touch(args.go)
         -- B (the old file) and E (a newcomer) try L for a second while D holds it.
-        local e = H.spawn(TAKE .. [[
-          local l = object("L")
-          local got = 0
-          local stop = T.now() + 1
-          while T.now() < stop do
-            local x = try(l)
-            if x then witness_in() got = got + 1 witness_out() x:release() end
-            T.sleep(0.005)
-          end
-          say("E got", got)
-        ]], args)
+        local e = H.spawn(TAKE .. [[ say("E got", keep_trying("L", 1)) ]], args)
         b:said("lost true false")
         b:expect("B got 0", 20)
         e:expect("E got 0", 20)

@@ -156,12 +156,7 @@ describe("across processes", function()
       say("ready")
       wait_file(ARGS.dir .. "/go")
       for i = 1, ARGS.n do
-        local h
-        if ARGS.async then
-          h = l:acquire_async(60, { sleep = function(s) T.sleep(s) end })
-        else
-          h = l:acquire(60)
-        end
+        local h = acquire(l, 60, ARGS.async)
         local v = tonumber(read_file(path))
         if v == nil then error("torn counter file at iteration " .. i) end
         T.sleep(0.00005) -- a deliberate yield inside the critical section

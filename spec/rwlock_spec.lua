@@ -138,8 +138,16 @@ describe("rwlock", function()
     assert.is_true(ok, tostring(delay))
     assert.are.equal("suspended", coroutine.status(co))
     assert.are.equal("number", type(delay))
+    -- A waiter that stops polling loses its place within its lease: poll it, as a scheduler
+    -- would, right before each look and while another process looks.
+    local function poll()
+      local rok, d = coroutine.resume(co)
+      assert.is_true(rok, tostring(d))
+      assert.are.equal("suspended", coroutine.status(co))
+    end
     H.assert_rw_info(rw, { readers = 1, waiting_writers = 1 })
-    H.probe_rw(dir, rw, "no read no upgradeable no write")
+    H.probe_rw(dir, rw, "no read no upgradeable no write", poll)
+    poll()
     assert.is_nil(rw:try_acquire_read())
     -- the reader leaves; resumed, the writer gets it
     r:release()

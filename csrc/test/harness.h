@@ -8,7 +8,9 @@
  *   th_note(fmt, ...)       a "# ..." diagnostic line
  *
  * Diagnostics go to stdout before the test's result line, as TAP allows. Only the first few
- * failures of one test are printed, so a failing loop cannot flood the output.
+ * failures of one test are printed, so a failing loop cannot flood the output. The counts are
+ * static: a test program's tests and its main (RUN, th_done) share one file; fixtures linked
+ * beside it report through return values.
  */
 #ifndef WH_TEST_HARNESS_H
 #define WH_TEST_HARNESS_H

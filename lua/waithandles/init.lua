@@ -18,7 +18,29 @@ local now = core.now
 
 M.lock, M.semaphore, M.rwlock, M.remove = core.lock, core.semaphore, core.rwlock, core.remove
 M.provider, M.safe_name, M.cancel_token = core.provider, core.safe_name, core.cancel_token
-M.inspect, M.list = core.inspect, core.list
+M.inspect, M.list, M.event = core.inspect, core.list, core.event
+
+-- waithandles.provider{ backend = "postgres", conninfo = ... } is the postgres backend
+-- (waithandles/pg.lua); backend = "local", the default, is the C core's provider.
+function M.provider(opts, ...)
+  if type(opts) == "table" and rawget(opts, "backend") ~= nil and select("#", ...) == 0 then
+    if rawget(opts, "backend") == "postgres" then
+      local p = require("waithandles.pg").provider(opts) -- not a tail call: errors are positioned
+      return p
+    end
+    if rawget(opts, "backend") ~= "local" then
+      error("bad argument #1 to 'provider' (option 'backend' must be \"local\" or \"postgres\")", 2)
+    end
+    local copy = {}
+    for k, v in pairs(opts) do if k ~= "backend" then copy[k] = v end end
+    opts = copy
+  end
+  local ok, p = pcall(core.provider, opts, ...)
+  if ok then return p end
+  -- An argument error is the caller's, not this function's.
+  if type(p) == "string" then error((p:gsub("^[^:]*:%d+: ", "")), 2) end
+  error(p, 0)
+end
 -- Internal, for bin/waithandle: the descriptors (registry, object file) whose duplicates keep
 -- this process's holds on obj alive in a process that inherits them; nil before any hold.
 M._slot_fd = core.slot_fd
@@ -117,6 +139,9 @@ local function async_form(start)
   end
 end
 
+-- For other backends (waithandles/pg.lua): how async waits sleep, the same way.
+M._wait = { pick_sleep = pick_sleep, protect_for_yield = protect_for_yield }
+
 -- ---- acquire_all -----------------------------------------------------------
 
 -- Each lock gets what is left of the one deadline through its try_* form,
@@ -156,13 +181,14 @@ end
 
 -- In the phases that run for a request (a timer's callback counts as one), a
 -- hold of an object whose scope is "request" (the default) is given back when
--- the request ends, however it ends (csrc/lngx.c).
+-- the request ends, however it ends (csrc/lngx.c). Not in `log`: nginx has run
+-- the request's cleanups by then, so a hold taken there lasts until released.
 do
   local ngx = rawget(_G, "ngx")
   if type(ngx) == "table" and type(ngx.get_phase) == "function" then
     local REQUEST_PHASES = {
-      rewrite = true, access = true, content = true, header_filter = true, body_filter = true,
-      log = true, timer = true,
+      set = true, rewrite = true, balancer = true, access = true, content = true,
+      header_filter = true, body_filter = true, timer = true,
     }
     local get_phase, bind = ngx.get_phase, core.ngx_bind
     core.set_acquire_hook(function(h)
@@ -184,7 +210,7 @@ function M.using(handle, fn, ...)
   if handle == nil then
     argerror(1, "using", "handle expected, got nil (did try_acquire time out?)")
   end
-  if not core.is_handle(handle) then
+  if not core.is_handle(handle) and not (M._is_handle and M._is_handle(handle)) then
     argerror(1, "using", "handle expected, got " .. type(handle))
   end
   if type(fn) ~= "function" then argerror(2, "using", "function expected, got " .. type(fn)) end
