@@ -50,6 +50,59 @@
 #endif
 
 /*
+ * Extensions (model/README.md), each off unless defined:
+ *   PENDING  release() and withdraw wait for a busy guard at most WH_GUARD_GRACE_NS: the guard's
+ *            owner may be paused (SIGSTOP, preempted) for longer, so their guard wait may end
+ *            BUSY at any time, as a try's may; a release that cannot wait is recorded by the
+ *            process (pending.c) and given back by its next guard section on the object or by
+ *            its helper thread, or by its death.
+ *   STOP     one process may stop for good at any step (inside a guard section between two
+ *            stores, waiting for the guard, asleep, holding): it stays alive, keeps its slot, its
+ *            holds and perhaps the guard, and never refreshes its mark again. Every wait is
+ *            bounded (blocking waits have a deadline), so no other process may wait for ever:
+ *            that is the "bounded" property (spin's invalid end states).
+ *   REPL     the registry shard file may be unlinked by a cleaner, REPL times, at any step;
+ *            processes that still map it go on using it until they notice; new claims make a
+ *            new file, whose slots' first generations are values no process used (random in C).
+ *            With it: LINK_RATE  an attempt checks its file against the path only sometimes (C: at
+ *                                most every 4 ms on the uncontended path);
+ *                     REPL_FIX   the proposed fix of tidy_own_slot/own_entry (own_stale below);
+ *                     PAUSE      a guard owner may pause between two stores while others run.
+ * Seeded bugs, for checking the checker (README.md): OLD_RELEASE (release and withdraw wait for
+ * the guard without a deadline), DROP_RELEASE (PENDING: a release that cannot wait is given up,
+ * not recorded), NO_PATH_CHECK (a "dead" judged in an unlinked registry file
+ * stands), TOKEN_BUG=1 (an upgrade takes no token), TOKEN_BUG=2 (the token read after the guard
+ * is dropped).
+ */
+#ifndef STOPS
+#ifdef STOP
+#define STOPS 1
+#else
+#define STOPS 0
+#endif
+#endif
+#ifndef REPL
+#define REPL 0
+#endif
+#ifndef TOKEN_BUG
+#define TOKEN_BUG 0 /* seeded bugs of the fencing token (1, 2: see bump_token's callers) */
+#endif
+#if defined(STOP) && !defined(PENDING)
+#define PENDING
+#endif
+#if defined(PENDING) && !defined(OLD_RELEASE)
+#define REL_BUSY 1 /* release, withdraw: deadline 0, a busy guard waited for at most 10 ms */
+#else
+#define REL_BUSY 0 /* the code before: they waited for the guard without a deadline */
+#endif
+#ifdef STOP
+#define WAIT_BUSY 1 /* every blocking wait has a deadline, which also bounds its guard wait */
+#define WAITS 2     /* and it ends (withdraws) after the attempt that follows the WAITS-th sleep */
+#else
+#define WAIT_BUSY 0
+#endif
+
+/*
  * Properties (assertions), one group per switch; with none given, all are checked.
  *   P_MUTEX    mutual exclusion among live processes (at most max_count tickets; no reader or
  *              upgradeable reader beside a writer; one upgradeable reader)
@@ -63,14 +116,19 @@
  *              nfutex, nwriters) agree with the entries and the state is well-formed
  *   P_FINAL    when every process has stopped, nothing is held (if none crashed), and after
  *              info() (takeover, reclamation) nothing is held or marked at all
+ *   P_TOKEN    every fencing token handed out (lock, ticket, write, upgrade) exceeds every token
+ *              handed out before on the object, by any process, crashes and takeovers included
+ *   P_HELPER   (PENDING) the helper thread's turn waits for the guard: it never returns at once
  * LIVE (a different state space, no assertions): no lost wake-up (README.md).
  */
-#if !defined(P_MUTEX) && !defined(P_HELD) && !defined(P_RECLAIM) && !defined(P_REPAIR) && !defined(P_FINAL) && !defined(LIVE)
+#if !defined(P_MUTEX) && !defined(P_HELD) && !defined(P_RECLAIM) && !defined(P_REPAIR) && !defined(P_FINAL) && !defined(P_TOKEN) && \
+    !defined(LIVE) && !defined(P_HELPER) && !defined(NOASSERT)
 #define P_MUTEX
 #define P_HELD
 #define P_RECLAIM
 #define P_REPAIR
 #define P_FINAL
+#define P_TOKEN
 #endif
 #ifdef P_MUTEX
 #define A_MUTEX(e) assert(e)
@@ -96,6 +154,16 @@
 #define A_FINAL(e) assert(e)
 #else
 #define A_FINAL(e) skip
+#endif
+#ifdef P_TOKEN
+#define A_TOKEN(e) assert(e)
+#else
+#define A_TOKEN(e) skip
+#endif
+#ifdef P_HELPER
+#define A_HELPER(e) assert(e)
+#else
+#define A_HELPER(e) skip
 #endif
 
 #define HAS_SLOTS (KIND != K_LOCK)
@@ -123,17 +191,46 @@
 #define IDG(x) ((x) >> 2)
 #define BIT(x) (1 << (x))
 #define CHECKER_ID ID(NS, 0) /* the final info() caller: a slot outside the table */
+/* Registry incarnations (REPL): the shard file at the path, and those a cleaner unlinked.
+ * Incarnation i's generations are i*GMAX+1 .. (i+1)*GMAX: the first claim of a slot in a new
+ * file takes a value no process used (C: random), and the wrap stays within the file. */
+#define NI (REPL + 1)
+#define RI(inc, sl) ((inc) * NS + (sl))
+#define IDI(x) ((IDG(x) - 1) / GMAX)
+#define LIDX(x) (IDS(x) == NS -> NI * NS : RI(IDI(x), IDS(x)))
 
 /* ---- shared memory ---- */
 
-/* registry */
-byte lk[NS];  /* kernel OFD write lock on the slot's byte: 0 free, else lineage + 1 */
-byte gen[NS]; /* slot generation */
+/* registry: slot sl of incarnation i is RI(i, sl) */
+byte lk[NI * NS];  /* kernel OFD write lock on the slot's byte: 0 free, else lineage + 1 */
+byte gen[NI * NS]; /* slot generation (0: never claimed in this file) */
+#if REPL > 0
+byte rinc;              /* the incarnation linked at the path */
+byte minc[NPROC + 1];   /* the incarnation process p maps (NONE: none; NPROC: the checker) */
+byte dme[NPROC + 1];    /* d->me: p's current identity, 0 once it found its file unlinked */
+byte past[NPROC + 1];   /* d->past: the identity it had in an unlinked file */
+#define CINC rinc
+#define MINE(x) ((x) != 0 && ((x) == me || (x) == past[p])) /* an entry of p, perhaps of its past */
+#else
+#define CINC 0
+#define MINE(x) ((x) != 0 && (x) == me)
+#endif
+#ifdef PAUSE
+#ifndef PAUSES
+#define PAUSES 1
+#endif
+byte pauses = PAUSES;
+bit paused[NPROC + 1];
+#endif
 
 /* object header */
 byte guard;                      /* identity of the guard's owner */
 byte nwaiting, nfutex, nwriters; /* derived from the wait table */
 byte owner, upg, total;
+/* token: the latest fencing token handed out, or burned (stored by an acquirer that died before
+ * it took the hold). Only its difference to the ghost maxtok counts (below), so tok is kept
+ * relative: it is the number of tokens taken since the last one handed out. */
+byte tok;
 /* seq: chg[p] == 1 iff seq differs from the value process p last read (w->seq) */
 bit chg[NPROC];
 /* slot table */
@@ -154,21 +251,40 @@ byte psince[NPROC];
 /* environment */
 byte crashes = CRASHES;
 byte giveups = GIVEUPS;
+byte stops = STOPS;
 bit frozen; /* LIVE: no more crashes, ageing, or expiry of marks whose waiter refreshes them */
 
+/* pending releases (pending.c): the mode (0: none) and identity of lineage p's release that
+ * could not wait for the guard */
+byte pend[NPROC], pend_id[NPROC];
+
 /* ---- ghost state (for the properties only) ---- */
-byte live_id[NS + 1]; /* identity of the live process owning slot s, else 0 */
-bit claiming[NS];     /* slot locked by a new owner that has not stored its generation yet */
+byte live_id[NI * NS + 1]; /* identity of the live process owning slot RI(i, s), else 0 */
+bit claiming[NI * NS];     /* slot locked by a new owner that has not stored its generation yet */
 byte pid_id[NPROC];      /* identity of lineage p's live process */
+byte hid[NPROC];         /* the identity its hold was taken under */
+bit is_stopped[NPROC];   /* STOP: stopped for good */
 byte held[NPROC];        /* what lineage p believes it holds (0, M_*, H_UPGRADED) */
 bit waiting[NPROC];      /* read seq after a failed attempt, not yet back from FUTEX_WAIT */
 bit tmo_ok[NPROC];       /* LIVE: a timeout of this sleep is justified (crash / expiry / dead marks) */
 bit wactive[NW];         /* the mark's waiter still attempts (and refreshes it) */
 byte ndone;
-bit crashed_any, abandoned_any;
+byte maxtok; /* the latest token handed out, relative to tok: 0 after every hand-out */
+bit crashed_any, abandoned_any, unreleased_any, replaced_any;
 
-#define ALIVE(x) (live_id[IDS(x)] == (x))
-#define DEAD(x) ((x) != 0 && !ALIVE(x))
+/* x is the identity of a live process (one that still holds x's slot lock) */
+#define ALIVE(x) (live_id[LIDX(x)] == (x))
+#if REPL > 0
+/* x's holds are protected: its process is alive and x is in the file linked at the path. A hold
+ * taken under an identity whose file was unlinked since is lost (h:is_lost()). */
+#define PROT(x) (ALIVE(x) && IDI(x) == rinc)
+#define LOST(q) (IDI(hid[q]) != rinc)
+#else
+#define PROT(x) ALIVE(x)
+#define LOST(q) 0
+#endif
+/* x's holds are for a reclamation to remove: dead, or of an unlinked file */
+#define DEAD(x) ((x) != 0 && !PROT(x))
 
 #if NW == 1
 #define WAITS_HAVE(x) (wid[0] == (x))
@@ -196,10 +312,26 @@ bit crashed_any, abandoned_any;
 #define TMO_OK(q) 1
 #endif
 
+/* STOP: the process may stop here for good. */
+#ifdef STOP
+#define STOP_OPT :: stops > 0 -> stops--; goto stopped
+#else
+#define STOP_OPT
+#endif
+/* PAUSE (with REPL): a guard owner may pause between two stores and go on later; others run
+ * meanwhile (the atomic sequence blocks on paused[p] until the environment resumes it). */
+#ifdef PAUSE
+#define PAUSE_OPT :: pauses > 0 -> pauses--; paused[p] = 1; !paused[p]
+#else
+#define PAUSE_OPT
+#endif
+
 /* A crash point: the process may die here (before the next store). */
 #define CP                                                                                         \
     if                                                                                             \
     :: crashes > 0 -> crashes--; goto crash                                                        \
+    STOP_OPT                                                                                       \
+    PAUSE_OPT                                                                                      \
     :: true                                                                                        \
     fi
 
@@ -216,17 +348,26 @@ bit crashed_any, abandoned_any;
     byte widx = NONE, wm;                                                                          \
     bit hasw, trym, tried, changed, rel, res;                                                      \
     byte r, wake, gres, mine, sincex, aret, qret, op, ph, nph, j;                                  \
-    bit rfull, pneed;                                                                                \
+    bit rfull, pneed, eok, tget;                                                                         \
     byte i, id, cnt, tot, sum, stale, ow, up, n, avail, m, sleepers;                               \
-    unsigned cmask : 16, amask : 16, emask : 16, dmask : 16
+    byte rm, rid, v, rnd; bit pst;                                                                 \
+    MASKS
+
+#if REPL > 0
+#define MASKS int cmask, amask, emask, dmask /* identities up to 4 * 2 * GMAX + 2 */
+#else
+#define MASKS unsigned cmask : 16, amask : 16, emask : 16, dmask : 16
+#endif
 
 #define G_OK 0
 #define G_TAKEN 1
 #define G_BUSY 2
+#define G_ERR 3
 
 #define OP_ATTEMPT 1
 #define OP_RELEASE 2
 #define OP_WITHDRAW 3
+#define OP_HELP 4 /* the helper thread's wh_complete_pending */
 
 #define PH_RECLAIM 1
 #define PH_OP 2
@@ -235,16 +376,78 @@ bit crashed_any, abandoned_any;
 #define PH_AHEAD 5
 #define PH_DONE 6
 #define PH_LEAVE 7
+#define PH_PEND 8 /* enter(): this process's pending releases first */
+#ifdef PENDING
+#define PH_FIRST PH_PEND
+#else
+#define PH_FIRST PH_OP
+#endif
 
 /* ---- the liveness probe: wh_dir_alive (csrc/registry.c), read in one instant ---- */
 /* (guard.pml checks that its three separate reads answer the same; README.md) */
-#define PROBE(x) (IDS(x) == IDS(me) -> ((x) == me) : (gen[IDS(x)] == IDG(x) && lk[IDS(x)] != 0))
+#if REPL == 0
+#define VERDICT(x) (IDS(x) == IDS(me) -> ((x) == me) : (gen[IDS(x)] == IDG(x) && lk[IDS(x)] != 0))
+#define STALE_ALIVE(x) 0
+inline probe_effects(x)
+{
+    skip
+}
+#else
+/*
+ * judge() in the file p maps (the one at the path if none), then, unless the answer is "alive",
+ * shard_current(): a "dead" stands only if that file is the one linked at the path; otherwise
+ * the mapping is dropped (and p's identity with it, if it was in that file) and x is judged
+ * again in the file at the path. The own-slot rule compares with d->me (dme[p]).
+ */
+#define JM(mi, x) (gen[RI(mi, IDS(x))] == IDG(x) && lk[RI(mi, IDS(x))] != 0)
+#define MAPPED (minc[p] == NONE -> rinc : minc[p])
+#define OWNSLOT(x) (dme[p] != 0 && IDS(dme[p]) == IDS(x))
+#define FIRST_ALIVE(x) (OWNSLOT(x) -> (x) == dme[p] : JM(MAPPED, x))
+#ifdef NO_PATH_CHECK /* seeded bug: a "dead" judged in an unlinked file stands */
+#define VERDICT(x) FIRST_ALIVE(x)
+#else
+#define VERDICT(x) (FIRST_ALIVE(x) || (MAPPED != rinc && JM(rinc, x)))
+#endif
+/* an "alive" read in an unlinked file, where x's process still holds its slot lock */
+#define STALE_ALIVE(x) (!OWNSLOT(x) && MAPPED != rinc && JM(MAPPED, x))
+
+/* shard_current() found the file p maps unlinked: the mapping is dropped, and p's identity with
+ * it if it was there (its descriptor closes, so the kernel drops p's slot lock in that file). */
+inline drop_mapping()
+{
+    if
+    :: dme[p] != 0 ->
+        lk[RI(IDI(dme[p]), IDS(dme[p]))] = 0; live_id[RI(IDI(dme[p]), IDS(dme[p]))] = 0;
+        past[p] = dme[p]; dme[p] = 0
+    :: else
+    fi;
+    minc[p] = NONE
+}
+
+inline probe_effects(x)
+{
+    if
+#ifndef NO_PATH_CHECK
+    :: !FIRST_ALIVE(x) && MAPPED != rinc -> drop_mapping(); minc[p] = rinc /* judged again there */
+#endif
+    :: else -> if :: minc[p] == NONE -> minc[p] = rinc :: else fi /* judge() maps the file at the path */
+    fi
+}
+#endif
+/* wh_dir_alive(id) -> res (pst: the "alive" came from an unlinked file) */
+inline probe()
+{
+    res = VERDICT(id);
+    pst = (res && STALE_ALIVE(id));
+    probe_effects(id)
+}
 /* wh_guard_lock: take over only from an owner that is not us and probes dead */
-#define GUARD_DEAD(x) ((x) != me && !PROBE(x))
+#define GUARD_DEAD(x) ((x) != me && !VERDICT(x))
 
 /* ---- invariants ---- */
 
-/* Mutual exclusion among the live processes, from what each believes it holds. */
+/* Mutual exclusion among the live processes, from what each believes it holds (REPL: among the
+ * holds that are not lost). */
 inline check_mutex()
 {
     d_step {
@@ -252,11 +455,15 @@ inline check_mutex()
         do
         :: i < NPROC ->
             if
-            :: held[i] == M_LOCK -> n++
-            :: held[i] == M_READ -> m++
-            :: held[i] == M_WRITE || held[i] == H_UPGRADED -> cnt++
-            :: held[i] == M_UPGR -> tot++
-            :: else
+            :: LOST(i) -> skip
+            :: else ->
+                if
+                :: held[i] == M_LOCK -> n++
+                :: held[i] == M_READ -> m++
+                :: held[i] == M_WRITE || held[i] == H_UPGRADED -> cnt++
+                :: held[i] == M_UPGR -> tot++
+                :: else
+                fi
             fi;
             i++
         :: else -> break
@@ -272,22 +479,27 @@ inline check_mutex()
     }
 }
 
-/* Every live process still finds in shared memory what it believes it holds. */
+/* Every live process still finds in shared memory what it believes it holds (REPL: unless it is
+ * lost). */
 inline check_holds()
 {
     d_step {
         i = 0;
         do
         :: i < NPROC ->
-            id = pid_id[i];
+            id = hid[i];
             if
-            :: held[i] == M_LOCK && KIND == K_LOCK -> A_HELD(owner == id)
-            :: held[i] == M_LOCK && KIND == K_SEM -> A_HELD(sid[IDS(id)] == id && scnt[IDS(id)] > 0)
-            :: held[i] == M_READ -> A_HELD(sid[IDS(id)] == id && scnt[IDS(id)] > 0)
-            :: held[i] == M_WRITE -> A_HELD(owner == id)
-            :: held[i] == M_UPGR -> A_HELD(upg == id)
-            :: held[i] == H_UPGRADED -> A_HELD(upg == id && owner == id)
-            :: else
+            :: held[i] == 0 || LOST(i) -> skip
+            :: else ->
+                if
+                :: held[i] == M_LOCK && KIND == K_LOCK -> A_HELD(owner == id)
+                :: held[i] == M_LOCK && KIND == K_SEM -> A_HELD(sid[IDS(id)] == id && scnt[IDS(id)] > 0)
+                :: held[i] == M_READ -> A_HELD(sid[IDS(id)] == id && scnt[IDS(id)] > 0)
+                :: held[i] == M_WRITE -> A_HELD(owner == id)
+                :: held[i] == M_UPGR -> A_HELD(upg == id)
+                :: held[i] == H_UPGRADED -> A_HELD(upg == id && owner == id)
+                :: else
+                fi
             fi;
             i++
         :: else -> break
@@ -434,26 +646,48 @@ inline st_withdraw()
 }
 
 /* Clearing a hold: assert that its process is dead. */
-#define CLEARS(x) A_HELD(!ALIVE(x))
+#define CLEARS(x) A_HELD(!PROT(x))
 
-/* own_slot_stale */
+/* own_slot_stale: an identity of our slot number other than ours, taken for an earlier
+ * generation of our slot without a probe. After a cleaner unlinked the registry file it may be a
+ * live process of the new file that got our slot number (and our identity the dead one): C clears
+ * its holds (REPL finds it). REPL_FIX models the proposed fix: such an identity is stale only if
+ * wh_dir_alive, which checks our file against the path, answers "dead". -> res */
 #define OWN_STALE(x) ((x) != 0 && (x) != me && IDS(x) == IDS(me))
+inline own_stale(x)
+{
+    res = OWN_STALE(x);
+#if REPL > 0 && defined(REPL_FIX)
+    if
+    :: res -> id = x; probe(); res = !res; pst = 0; id = 0
+    :: else
+    fi
+#endif
+}
 
-/* own_entry: our slot's entry, made ours (counts of an earlier generation dropped) */
+/* own_entry: our slot's entry, made ours (counts of an earlier generation dropped) -> eok
+ * (REPL_FIX: 0 if the entry is a live process's of our slot number) */
 inline own_entry()
 {
+    eok = 1;
     if
     :: sid[s] != me ->
-        stale = scnt[s]; tot = total;
+        own_stale(sid[s]);
         if
-        :: stale != 0 -> A_HELD(sid[s] == 0 || (IDS(sid[s]) == s && !ALIVE(sid[s]))); CP; scnt[s] = 0
-        :: else
+        :: sid[s] != 0 && IDS(sid[s]) == s && !res -> eok = 0
+        :: else ->
+            stale = scnt[s]; tot = total;
+            if
+            :: stale != 0 -> A_HELD(sid[s] == 0 || (IDS(sid[s]) == s && !PROT(sid[s]))); CP; scnt[s] = 0
+            :: else
+            fi;
+            CP; sid[s] = me;
+            if
+            :: stale != 0 -> CP; total = (stale < tot -> tot - stale : 0)
+            :: else
+            fi
         fi;
-        CP; sid[s] = me;
-        if
-        :: stale != 0 -> CP; total = (stale < tot -> tot - stale : 0)
-        :: else
-        fi
+        res = 0
     :: else
     fi;
     stale = 0; tot = 0
@@ -463,8 +697,9 @@ inline own_entry()
 inline tidy_own_slot()
 {
     ow = owner; up = upg;
+    own_stale(up);
     if
-    :: OWN_STALE(up) ->
+    :: res ->
         CLEARS(up);
         if
         :: ow == up -> CP; owner = 0; ow = 0
@@ -473,26 +708,48 @@ inline tidy_own_slot()
         CP; upg = 0
     :: else
     fi;
+    own_stale(ow);
     if
-    :: OWN_STALE(ow) -> CLEARS(ow); CP; owner = 0
+    :: res -> CLEARS(ow); CP; owner = 0
     :: else
     fi;
+    res = 0;
     if
     :: HAS_SLOTS -> own_entry()
     :: else
     fi;
-    ow = 0; up = 0
+    ow = 0; up = 0; eok = 0
 }
+
+/* bump_token: token + 1, stored before the hold (a crash in between burns a token). C stops at
+ * 2^53 - 1, which the model never reaches. */
+inline bump_token()
+{
+    CP; tok = tok + 1
+}
+
+/* The token of an acquisition (wh_attempt_t: read under the guard after wh_st_try): it must
+ * exceed every token handed out before. Then maxtok is that token; both are shifted down to 0. */
+inline hand_token()
+{
+    A_TOKEN(tok > maxtok);
+    tok = 0; maxtok = 0
+}
+#define TOKEN_MODE(m) ((m) == M_LOCK || (m) == M_WRITE || (m) == M_UPGRADE)
 
 /* take_count */
 inline take_count()
 {
     own_entry();
-    cnt = scnt[s]; tot = total;
-    CP; scnt[s] = cnt + 1;
-    CP; total = tot + 1;
-    r = 1;
-    cnt = 0; tot = 0
+    if
+    :: eok ->
+        cnt = scnt[s]; tot = total;
+        CP; scnt[s] = cnt + 1;
+        CP; total = tot + 1;
+        r = 1
+    :: else -> r = 0
+    fi;
+    cnt = 0; tot = 0; eok = 0
 }
 
 /* room(mode) -> avail: how many holds the state admits, ignoring waiters */
@@ -525,10 +782,16 @@ inline st_try()
             :: n >= avail -> r = 0
             :: else ->
                 if
-                :: mode == M_LOCK && HAS_SLOTS -> take_count()
-                :: mode == M_LOCK && !HAS_SLOTS -> CP; owner = me; r = 1
+                :: mode == M_LOCK && HAS_SLOTS -> bump_token(); take_count()
+                :: mode == M_LOCK && !HAS_SLOTS -> bump_token(); CP; owner = me; r = 1
                 :: mode == M_READ -> take_count()
-                :: mode == M_WRITE || mode == M_UPGRADE -> CP; owner = me; r = 1
+                :: mode == M_WRITE || mode == M_UPGRADE ->
+#if TOKEN_BUG == 1 /* seeded bug: an upgrade takes no token of its own */
+                    if :: mode == M_WRITE -> bump_token() :: else fi;
+#else
+                    bump_token();
+#endif
+                    CP; owner = me; r = 1
                 :: mode == M_UPGR -> CP; upg = me; r = 1
                 fi
             fi
@@ -537,36 +800,37 @@ inline st_try()
     n = 0; avail = 0
 }
 
-/* drop_count(me) -> rel */
+/* drop_count(rid) -> rel */
 inline drop_count()
 {
-    cnt = scnt[s];
+    cnt = scnt[IDS(rid)];
     if
-    :: sid[s] != me || cnt == 0 -> rel = 0
+    :: sid[IDS(rid)] != rid || cnt == 0 -> rel = 0
     :: else ->
         tot = total;
-        CP; scnt[s] = cnt - 1;
+        CP; scnt[IDS(rid)] = cnt - 1;
         CP; total = (tot > 0 -> tot - 1 : 0);
         rel = 1
     fi;
     cnt = 0; tot = 0
 }
 
-/* wh_st_release(hmode's handle mode, me) -> rel */
+/* wh_st_release(rm, rid): a handle's mode (an upgraded handle releases as M_UPGR) and the
+ * identity its hold was taken under -> rel */
 inline st_release()
 {
     if
-    :: (mode == M_LOCK && HAS_SLOTS) || mode == M_READ -> drop_count()
-    :: (mode == M_LOCK && !HAS_SLOTS) || mode == M_WRITE ->
+    :: (rm == M_LOCK && HAS_SLOTS) || rm == M_READ -> drop_count()
+    :: (rm == M_LOCK && !HAS_SLOTS) || rm == M_WRITE ->
         if
-        :: owner == me -> CP; owner = 0; rel = 1
+        :: owner == rid -> CP; owner = 0; rel = 1
         :: else -> rel = 0
         fi
-    :: mode == M_UPGR ->
+    :: rm == M_UPGR ->
         if
-        :: upg == me ->
+        :: upg == rid ->
             if
-            :: owner == me -> CP; owner = 0
+            :: owner == rid -> CP; owner = 0
             :: else
             fi;
             CP; upg = 0; rel = 1
@@ -583,34 +847,37 @@ inline alive_cached()
     :: id == me -> res = 1
     :: id != me && (cmask & BIT(id)) -> res = ((amask & BIT(id)) != 0)
     :: else ->
-        res = PROBE(id);
+        probe();
         cmask = cmask | BIT(id);
         if
         :: res ->
             amask = amask | BIT(id);
             if
-            :: !ALIVE(id) -> A_RECLAIM(claiming[IDS(id)]); emask = emask | BIT(id)
+            :: !PROT(id) -> A_RECLAIM(claiming[LIDX(id)] || pst); emask = emask | BIT(id)
             :: else
             fi
-        :: else -> A_RECLAIM(!ALIVE(id)) /* no false "dead" */
-        fi
+        :: else -> A_RECLAIM(!PROT(id)) /* no false "dead" */
+        fi;
+        pst = 0
     fi
 }
 
 /* Identities present in the object and dead, as a mask: dmask (ghost). */
+/* (the reclaimer's own identity is never probed: alive_cached) */
+#define RDEAD(x) (DEAD(x) && (x) != me)
 inline dead_mask()
 {
     dmask = 0;
-    if :: DEAD(owner) -> dmask = dmask | BIT(owner) :: else fi;
-    if :: DEAD(upg) -> dmask = dmask | BIT(upg) :: else fi;
+    if :: RDEAD(owner) -> dmask = dmask | BIT(owner) :: else fi;
+    if :: RDEAD(upg) -> dmask = dmask | BIT(upg) :: else fi;
     i = 0;
     do
-    :: i < NS -> if :: DEAD(sid[i]) -> dmask = dmask | BIT(sid[i]) :: else fi; i++
+    :: i < NS -> if :: RDEAD(sid[i]) -> dmask = dmask | BIT(sid[i]) :: else fi; i++
     :: else -> break
     od;
     i = 0;
     do
-    :: i < NW -> if :: DEAD(wid[i]) -> dmask = dmask | BIT(wid[i]) :: else fi; i++
+    :: i < NW -> if :: RDEAD(wid[i]) -> dmask = dmask | BIT(wid[i]) :: else fi; i++
     :: else -> break
     od;
     i = 0
@@ -665,7 +932,7 @@ inline st_reclaim()
             :: else ->
                 if
                 :: !res ->
-                    A_HELD(id == 0 || cnt == 0 || !ALIVE(id));
+                    A_HELD(id == 0 || cnt == 0 || !PROT(id));
                     CP; scnt[j - 2] = 0;
                     CP; sid[j - 2] = 0;
                     changed = changed || cnt != 0
@@ -679,7 +946,7 @@ inline st_reclaim()
         :: j >= 2 + NS ->
             if
             :: id != 0 && !res ->
-                A_HELD(wexp[j - 2 - NS] || !ALIVE(id)); free_entry(j - 2 - NS); changed = 1
+                A_HELD(wexp[j - 2 - NS] || !PROT(id)); free_entry(j - 2 - NS); changed = 1
             :: else
             fi
         fi;
@@ -712,6 +979,69 @@ inline st_reclaim()
 
 /* ---- operations (csrc/ops.c) ---- */
 
+#if REPL > 0
+/* claim_locked() in the file at the path: a free slot, its next generation (the first claim of a
+ * slot in a new file: a value no process used); none free (or the wrap excluded below): EAGAIN. */
+inline claim_again()
+{
+    if
+    :: lk[RI(rinc, 0)] == 0 -> s = 0
+    :: lk[RI(rinc, 1)] == 0 -> s = 1
+    :: else -> s = NONE
+    fi;
+    if
+    :: s != NONE ->
+        m = gen[RI(rinc, s)];
+        m = (m == 0 || m == (rinc + 1) * GMAX -> rinc * GMAX + 1 : m + 1);
+        if
+        :: PRESENT(ID(s, m)) -> s = NONE /* the wrap excluded (README.md), as at start */
+        :: else ->
+            lk[RI(rinc, s)] = p + 1; gen[RI(rinc, s)] = m; minc[p] = rinc;
+            dme[p] = ID(s, m); live_id[RI(rinc, s)] = dme[p]; pid_id[p] = dme[p]
+        fi;
+        m = 0
+    :: else
+    fi
+}
+
+/* wh_dir_me(): our file still linked at the path? (checked at every attempt here; C checks at
+ * most every 4 ms, LINK_RATE) If not, our identity is dropped and a slot claimed in the file at
+ * the path. */
+inline dir_me()
+{
+    if
+    :: dme[p] != 0 && minc[p] != rinc ->
+#ifdef LINK_RATE
+        if
+        :: true -> drop_mapping()
+        :: true /* not yet time to look */
+        fi
+#else
+        drop_mapping()
+#endif
+    :: else
+    fi;
+    if
+    :: dme[p] == 0 -> claim_again()
+    :: else
+    fi
+}
+
+/* The identity c->me a section runs under, as ops.c gets it (REPL; otherwise always me). */
+inline section_me()
+{
+    if
+    :: op == OP_ATTEMPT -> dir_me() /* wh_attempt: wh_dir_me */
+    :: op == OP_RELEASE && dme[p] != 0 && dme[p] == hid[p] -> skip /* wh_dir_current */
+    :: op == OP_RELEASE && !(dme[p] != 0 && dme[p] == hid[p]) ->
+        dir_me() /* a hold taken under a past identity: what is left of it is ours to clear */
+    :: op == OP_WITHDRAW || op == OP_HELP -> skip /* wh_dir_current */
+    fi;
+    me = dme[p];
+    s = (me != 0 -> IDS(me) : NONE)
+}
+#endif
+
 /* The guard, waited for (wh_guard_lock): free, or its owner probes dead (a takeover). It is
  * never seen held by a live process (a section is atomic), so this blocks only while a dead
  * owner's slot is being claimed; a try may give up (BUSY: the guard stayed busy past the grace
@@ -720,9 +1050,10 @@ inline enter_guard(may_busy)
 {
     if
     :: guard == 0 -> gres = G_OK
-    :: guard != 0 && GUARD_DEAD(guard) -> A_RECLAIM(!ALIVE(guard)); gres = G_TAKEN
+    :: guard != 0 && GUARD_DEAD(guard) -> A_RECLAIM(!PROT(guard)); probe_effects(guard); gres = G_TAKEN
     :: may_busy -> gres = G_BUSY
     :: crashes > 0 -> crashes--; goto crash
+    STOP_OPT /* stopped while waiting for the guard */
     fi;
     if
     :: gres != G_BUSY -> guard = me; wake = 0
@@ -819,6 +1150,20 @@ inline leave()
 
 /* ---- what a process does ---- */
 
+#ifdef STOP
+#define STOP_STEP :: atomic { stops > 0 -> stops--; goto stopped }
+#else
+#define STOP_STEP
+#endif
+#if REPL > 0
+/* is_held(), is_lost() (wh_dir_current_checked, wh_dir_ours): the process finds its file
+ * unlinked and drops its identity; it claims a new one at its next attempt */
+#define NOTICE_STEP(at) :: atomic { dme[p] != 0 && minc[p] != rinc -> drop_mapping(); goto at }
+#else
+#define NOTICE_STEP(at)
+#endif
+
+
 #ifndef OP_MODES
 #ifdef ROLES /* lineage 0 takes upgradeable reads, 1 writes, the others read */
 #define OP_MODES if :: p == 0 -> mode = M_UPGR :: p == 1 -> mode = M_WRITE :: else -> mode = M_READ fi
@@ -851,9 +1196,9 @@ inline choose_op()
     me = 0; s = NONE; mode = 0; hmode = 0; style = 0; rounds = 0;                                  \
     widx = NONE; wm = 0; hasw = 0; trym = 0; tried = 0; changed = 0; rel = 0; res = 0;  \
     r = 0; wake = 0; gres = 0; mine = 0; sincex = 0; aret = 0; qret = 0; op = 0; ph = 0; nph = 0;  \
-    j = 0; rfull = 0; pneed = 0;                                                                     \
+    j = 0; rfull = 0; pneed = 0; eok = 0; tget = 0;                                                                \
     i = 0; id = 0; cnt = 0; tot = 0; sum = 0; stale = 0; ow = 0; up = 0; n = 0; avail = 0; m = 0;  \
-    sleepers = 0; cmask = 0; amask = 0; emask = 0; dmask = 0
+    sleepers = 0; cmask = 0; amask = 0; emask = 0; dmask = 0; rm = 0; rid = 0; v = 0; rnd = 0; pst = 0
 
 /* Marks that a sleeper relies on its timeout from now on (LIVE). */
 inline justify_sleepers()
@@ -874,7 +1219,7 @@ inline acq_continue()
     :: widx != NONE && wid[widx] == me -> wactive[widx] = 0 /* abandoned: nobody refreshes it */
     :: else
     fi;
-    hasw = 0; widx = NONE; wm = 0; trym = 0; aret = 0; style = 0;
+    hasw = 0; widx = NONE; wm = 0; trym = 0; aret = 0; style = 0; v = 0;
     waiting[p] = 0; tmo_ok[p] = 0; chg[p] = 0;
 #ifdef FAIR
     psince[p] = 0; canon();
@@ -904,28 +1249,34 @@ proctype P(byte p)
     LOCALS;
 
 start:
-    /* claim_locked: lock a free slot's byte, then bump its generation (with no free slot the
-     * C code fails with EAGAIN; here the process waits until one is free) */
+    /* claim_locked: lock a free slot's byte (in the file at the path), then bump its generation
+     * (with no free slot the C code fails with EAGAIN; here the process waits until one is free,
+     * or with STOP gives up) */
     if
-    :: atomic { lk[0] == 0 -> lk[0] = p + 1; s = 0; claiming[0] = 1 }
-    :: atomic { lk[1] == 0 -> lk[1] = p + 1; s = 1; claiming[1] = 1 }
+    :: atomic { lk[RI(CINC, 0)] == 0 -> rnd = CINC; lk[RI(rnd, 0)] = p + 1; s = 0; claiming[RI(rnd, 0)] = 1 }
+    :: atomic { lk[RI(CINC, 1)] == 0 -> rnd = CINC; lk[RI(rnd, 1)] = p + 1; s = 1; claiming[RI(rnd, 1)] = 1 }
+#ifdef STOP
+    :: atomic { lk[RI(CINC, 0)] != 0 && lk[RI(CINC, 1)] != 0 -> goto finish } /* EAGAIN */
+#endif
     fi;
     atomic {
         CP;
-        m = gen[s] + 1;
-        if
-        :: m > GMAX -> m = 1
-        :: else
-        fi;
+        /* the next generation, wrapping within the file; a new file's first: a fresh value */
+        m = gen[RI(rnd, s)];
+        m = (m == 0 || m == (rnd + 1) * GMAX -> rnd * GMAX + 1 : m + 1);
         if
         :: PRESENT(ID(s, m)) ->
             /* Excluded: the wrap gives an identity that the object still holds (in C that
              * takes 2^47 claims of one slot). The process exits instead. */
-            lk[s] = 0; claiming[s] = 0; s = NONE; m = 0;
+            lk[RI(rnd, s)] = 0; claiming[RI(rnd, s)] = 0; s = NONE; m = 0; rnd = 0;
             goto finish
         :: else ->
-            gen[s] = m; me = ID(s, m); live_id[s] = me; pid_id[p] = me; claiming[s] = 0; m = 0;
-            rounds = ROUNDS
+            gen[RI(rnd, s)] = m; me = ID(s, m); live_id[RI(rnd, s)] = me; pid_id[p] = me;
+            claiming[RI(rnd, s)] = 0; m = 0;
+#if REPL > 0
+            dme[p] = me; minc[p] = rnd;
+#endif
+            rnd = 0; rounds = ROUNDS
         fi
     };
 
@@ -934,22 +1285,38 @@ NEXT_OP: /* an operation begins (its wait's since), then its first attempt */
     atomic { acq_start() };
 
 HOLD: /* the caller's critical section: it may die there */
+#if TOKEN_BUG == 2
+    atomic { if :: tget -> hand_token(); tget = 0 :: else fi };
+#endif
     if
     :: atomic { crashes > 0 -> crashes--; goto crash }
+    STOP_STEP
+    NOTICE_STEP(HOLD)
 #if KIND == K_RW
     :: atomic { hmode == M_UPGR -> mode = M_UPGRADE; hmode = H_UPGRADED; UPGRADE_STYLES; qret = 2; acq_start() }
 #endif
-    :: atomic { op = OP_RELEASE; trym = 0; aret = 5; goto SECTION }
+    :: atomic { op = OP_RELEASE; trym = REL_BUSY; aret = 5; goto SECTION }
     fi;
 UPGRADED: /* the upgraded holder's critical section */
+#if TOKEN_BUG == 2
+    atomic { if :: tget -> hand_token(); tget = 0 :: else fi };
+#endif
     if
     :: atomic { crashes > 0 -> crashes--; goto crash }
+    STOP_STEP
     :: true
     fi;
-RELEASE: /* wh_release with the handle's mode */
-    atomic { op = OP_RELEASE; trym = 0; aret = 5; goto SECTION };
+RELEASE: /* wh_release with the handle's mode (PENDING: deadline 0) */
+    atomic { op = OP_RELEASE; trym = REL_BUSY; aret = 5; goto SECTION };
 
 OP_DONE:
+#ifdef PENDING
+    if
+    :: atomic { pend[p] != 0 -> op = OP_HELP; trym = 1; aret = 7; goto SECTION } /* the helper thread */
+    NOTICE_STEP(OP_DONE)
+    :: true
+    fi;
+#endif
     atomic {
         rounds--;
         if
@@ -958,52 +1325,106 @@ OP_DONE:
         fi
     };
 
-WLOOP: /* wh_wait: an attempt with the FUTEX waiter (guard deadline: the wait's, here none) */
-    atomic { trym = 0; aret = 3; op = OP_ATTEMPT; goto SECTION };
+WLOOP: /* wh_wait: an attempt with the FUTEX waiter (guard deadline: the wait's; none, but STOP) */
+    atomic { trym = WAIT_BUSY; aret = 3; op = OP_ATTEMPT; goto SECTION };
 FWAIT: /* FUTEX_WAIT(&seq, w->seq, slice): sleeps only if seq is unchanged */
     asleep[p] = !chg[p];
     if
     :: atomic { !asleep[p] -> waiting[p] = 0; tmo_ok[p] = 0; chg[p] = 0; goto WLOOP }
     :: atomic { asleep[p] && TMO_OK(p) -> asleep[p] = 0; waiting[p] = 0; tmo_ok[p] = 0; chg[p] = 0; goto WLOOP } /* timed out */
     :: atomic { crashes > 0 -> crashes--; goto crash }
+    STOP_STEP
     fi;
 
 WITHDRAW: /* wh_withdraw (the Lua waiter's withdraw: deadline passed, or an async wait given up) */
     atomic {
         if
         :: widx == NONE -> r = 0; acq_continue()
-        :: else -> op = OP_WITHDRAW; trym = 0; aret = 6; goto SECTION
+        :: else -> op = OP_WITHDRAW; trym = REL_BUSY; aret = 6; goto SECTION
         fi
     };
 
 /* ---- one guard section: wh_attempt, wh_release or wh_withdraw (ops.c), one atomic step ---- */
 SECTION:
     atomic {
-        enter_guard(trym);
+#if REPL > 0
+        section_me();
         if
-        :: gres == G_BUSY -> /* wh_attempt only */
+        :: me != 0 -> enter_guard(trym)
+        :: else -> gres = G_ERR /* no identity (no free slot: EAGAIN); the helper: d->me 0 */
+        fi;
+#else
+        enter_guard(trym);
+#endif
+        if
+        :: gres == G_BUSY || gres == G_ERR ->
             if
-            :: hasw -> chg[p] = 0 /* w->seq read without the guard */
+            :: op == OP_ATTEMPT && hasw && gres == G_BUSY -> chg[p] = 0 /* w->seq read without the guard */
+            :: op == OP_RELEASE && gres == G_BUSY ->
+                /* wh_release: the handle is released for its caller at once; the hold is recorded
+                 * and given back later (pending.c) */
+#ifdef DROP_RELEASE /* seeded bug: the release is given up, not recorded */
+                held[p] = 0; hid[p] = 0
+#else
+                held[p] = 0; pend[p] = ((hmode == H_UPGRADED) -> M_UPGR : hmode); pend_id[p] = hid[p];
+                hid[p] = 0
+#endif
+            :: op == OP_RELEASE && gres == G_ERR -> held[p] = 0; hid[p] = 0 /* lost; no slot to clear it under */
+            :: op == OP_WITHDRAW -> /* the mark is left to its lease */
+                if
+                :: widx != NONE && MINE(wid[widx]) -> wactive[widx] = 0; abandoned_any = 1
+                :: else
+                fi;
+                widx = NONE; hasw = 0
+            :: op == OP_HELP ->
+                /* wh_complete_pending: a turn of 100 ms waiting for the guard; with d->me 0 it
+                 * returns at once, and the helper thread loops without waiting */
+                A_HELPER(gres == G_BUSY)
             :: else
             fi;
             r = 0
         :: else ->
             if
-            :: gres == G_TAKEN -> wake = 2; rfull = 1; ph = PH_RECLAIM; nph = PH_OP /* enter() */
-            :: else -> ph = PH_OP
+            :: gres == G_TAKEN -> wake = 2; rfull = 1; ph = PH_RECLAIM; nph = PH_FIRST /* enter() */
+            :: else -> ph = PH_FIRST
             fi;
             do
             :: ph == PH_RECLAIM -> st_reclaim(); ph = nph
+#ifdef PENDING
+            :: ph == PH_PEND ->
+                /* enter(): give back this process's releases that could not wait */
+                if
+                :: pend[p] != 0 ->
+                    rm = pend[p]; rid = pend_id[p];
+                    st_release();
+                    A_HELD(rel || !PROT(rid)); /* it finds the hold, unless the hold is lost */
+                    pend[p] = 0; pend_id[p] = 0;
+                    if
+                    :: rel && wake == 0 -> wake = 1
+                    :: else
+                    fi;
+                    rel = 0; rm = 0; rid = 0
+                :: else
+                fi;
+                ph = PH_OP
+            :: ph == PH_OP && op == OP_HELP ->
+                if
+                :: wake == 0 -> wake = 1 /* wh_complete_pending */
+                :: else
+                fi;
+                ph = PH_LEAVE
+#endif
             :: ph == PH_OP && op == OP_RELEASE ->
                 held[p] = 0;
-                mode = ((hmode == H_UPGRADED) -> M_UPGR : hmode);
+                rm = ((hmode == H_UPGRADED) -> M_UPGR : hmode); rid = hid[p];
                 st_release();
-                A_HELD(rel); /* a live process's hold is never taken away */
+                A_HELD(rel || LOST(p)); /* a live process's hold is never taken away */
+                hid[p] = 0;
                 if
                 :: rel && wake == 0 -> wake = 1
                 :: else
                 fi;
-                rel = 0; ph = PH_LEAVE
+                rel = 0; rm = 0; rid = 0; ph = PH_LEAVE
             :: ph == PH_OP && op == OP_WITHDRAW ->
                 hasw = 0;
                 st_withdraw(); /* others may have waited behind this entry */
@@ -1018,7 +1439,13 @@ SECTION:
                 :: hasw && widx != NONE ->
                     if
                     :: wid[widx] == me -> CP; wexp[widx] = 0
+#if REPL > 0
+                    :: wid[widx] != me && wid[widx] == past[p] && past[p] != 0 ->
+                        wactive[widx] = 0; abandoned_any = 1; widx = NONE /* of a past identity: left */
                     :: else -> widx = NONE
+#else
+                    :: else -> widx = NONE
+#endif
                     fi
                 :: else
                 fi;
@@ -1062,10 +1489,18 @@ SECTION:
                 :: else -> ph = PH_DONE
                 fi
             :: ph == PH_DONE ->
-                A_HELD(r != 2); /* an upgrade by the upgradeable holder */
+                A_HELD(r != 2 || LOST(p)); /* an upgrade by the upgradeable holder */
                 if
                 :: r == 1 ->
-                    held[p] = hmode;
+                    held[p] = hmode; hid[p] = me;
+                    if
+#if TOKEN_BUG == 2 /* seeded bug: the token is read after the guard is dropped */
+                    :: TOKEN_MODE(mode) -> tget = 1
+#else
+                    :: TOKEN_MODE(mode) -> hand_token()
+#endif
+                    :: else
+                    fi;
                     if
                     :: hasw && widx != NONE -> st_withdraw(); widx = NONE; rel = 0
                     :: else
@@ -1090,20 +1525,39 @@ SECTION:
         :: aret == 2 && r != 1 -> /* acquire: core.waiter(futex), then wh_wait */
             hasw = 1; widx = NONE; wm = mode | FUTEX; goto WLOOP
         :: aret == 3 && r == 1 -> acq_continue()
+#ifdef STOP
+        /* every wait has a deadline: at most WAITS sleeps (v counts them) */
+        :: aret == 3 && r != 1 && v < WAITS -> v++; goto FWAIT
+        :: aret == 3 && r != 1 -> v = 0; goto WITHDRAW /* the deadline passed */
+#else
         :: aret == 3 && r != 1 -> goto FWAIT
         :: aret == 3 && r != 1 && giveups > 0 -> giveups--; goto WITHDRAW /* the deadline passed */
+#endif
         :: aret == 4 && r == 1 -> acq_continue()
         :: aret == 4 && r != 1 && widx != NONE -> /* the async waiter is abandoned, mark and all */
             abandoned_any = 1; acq_continue()
         :: aret == 4 && r != 1 -> goto WITHDRAW /* or withdrawn */
         :: aret == 5 -> aret = 0; mode = 0; hmode = 0; goto OP_DONE
         :: aret == 6 -> r = 0; acq_continue()
+        :: aret == 7 -> aret = 0; goto OP_DONE /* the helper's turn */
         fi
     };
 
 crash: /* the process dies here; the kernel drops its slot lock */
     atomic {
         crashed_any = 1;
+#if REPL > 0
+        if
+        :: s != NONE && claiming[RI(rnd, s)] && lk[RI(rnd, s)] == p + 1 -> /* inside its first claim */
+            lk[RI(rnd, s)] = 0; claiming[RI(rnd, s)] = 0
+        :: else
+        fi;
+        if
+        :: dme[p] != 0 -> lk[LIDX(dme[p])] = 0; live_id[LIDX(dme[p])] = 0
+        :: else
+        fi;
+        dme[p] = 0; minc[p] = NONE; past[p] = 0;
+#else
         if
         :: s != NONE ->
             lk[s] = 0; claiming[s] = 0;
@@ -1113,10 +1567,12 @@ crash: /* the process dies here; the kernel drops its slot lock */
             fi
         :: else
         fi;
+#endif
         if
         :: widx != NONE && wid[widx] == me -> wactive[widx] = 0
         :: else
         fi;
+        pend[p] = 0; pend_id[p] = 0; hid[p] = 0; /* its death gives back what it holds */
         pid_id[p] = 0; held[p] = 0; asleep[p] = 0; waiting[p] = 0; tmo_ok[p] = 0; chg[p] = 0;
         justify_sleepers();
 #ifdef FAIR
@@ -1126,8 +1582,31 @@ crash: /* the process dies here; the kernel drops its slot lock */
         goto start /* a new process starts in this lineage */
     };
 
+stopped: /* STOP: stopped for good; alive, with its slot, its holds and perhaps the guard */
+    atomic {
+        if
+        :: widx != NONE && wid[widx] == me -> wactive[widx] = 0 /* nobody refreshes it */
+        :: else
+        fi;
+        is_stopped[p] = 1;
+        justify_sleepers()
+    };
+end_stopped:
+    false;
+
 finish: /* the process exits */
     atomic {
+#if REPL > 0
+        if
+        :: dme[p] != 0 -> lk[LIDX(dme[p])] = 0; live_id[LIDX(dme[p])] = 0
+        :: else
+        fi;
+        if
+        :: (dme[p] != 0 && PRESENT(dme[p])) || (past[p] != 0 && PRESENT(past[p])) -> justify_sleepers()
+        :: else
+        fi;
+        dme[p] = 0; minc[p] = NONE; past[p] = 0;
+#else
         if
         :: s != NONE ->
             lk[s] = 0; live_id[s] = 0;
@@ -1137,10 +1616,16 @@ finish: /* the process exits */
             fi
         :: else
         fi;
-        pid_id[p] = 0;
+#endif
+        if
+        :: pend[p] != 0 -> unreleased_any = 1; pend[p] = 0; pend_id[p] = 0 /* given back by its end */
+        :: else
+        fi;
+        pid_id[p] = 0; hid[p] = 0;
         RESET_LOCALS;
         ndone++
     }
+
 }
 
 /* Time: leases of marks run out (any mark, whenever no guard section runs: its owner may be
@@ -1176,6 +1661,16 @@ end_env:
 #ifdef LIVE
     :: atomic { !frozen -> frozen = 1; crashes = 0; giveups = 0 }
 #endif
+#if REPL > 0
+    :: atomic { rinc < REPL -> rinc++; replaced_any = 1 } /* a cleaner unlinks the shard file */
+#endif
+#ifdef PAUSE
+    :: atomic { paused[0] -> paused[0] = 0 } /* a paused process goes on */
+    :: atomic { paused[1] -> paused[1] = 0 }
+#if NPROC >= 3
+    :: atomic { paused[2] -> paused[2] = 0 }
+#endif
+#endif
     od
 }
 
@@ -1184,14 +1679,19 @@ end_env:
 active proctype checker()
 {
     LOCALS;
-    byte p = 0;
+    byte p = NPROC;
 end_wait:
     (ndone == NPROC);
     atomic {
-        crashes = 0;
+        crashes = 0; stops = 0;
+#ifdef PAUSE
+        pauses = 0;
+#endif
         A_FINAL(guard == 0 || crashed_any);
-        A_FINAL(crashed_any || (owner == 0 && upg == 0 && total == 0 && scnt[0] == 0 && scnt[1] == 0));
-        A_FINAL(crashed_any || abandoned_any || nwaiting == 0);
+        /* a release that could not wait, or a hold lost with its file, is given back by the end */
+        A_FINAL(crashed_any || unreleased_any || replaced_any ||
+                (owner == 0 && upg == 0 && total == 0 && scnt[0] == 0 && scnt[1] == 0));
+        A_FINAL(crashed_any || abandoned_any || replaced_any || nwaiting == 0); /* marks of a past identity are left */
         me = CHECKER_ID; s = NS;
         enter_guard(0);
         rfull = 1;
@@ -1207,6 +1707,7 @@ end_wait:
         RESET_LOCALS
     };
 crash:
+stopped:
     skip
 }
 
