@@ -32,10 +32,15 @@ extern jmp_buf wh_crash_jmp;
         atomic_store_explicit((p), (v), memory_order_relaxed);                                     \
     } while (0)
 
-/* A hold of an earlier generation of our own slot is dead: no probe needed. */
+/* A hold of another identity of our own slot number is of an earlier generation of our slot,
+ * so dead, unless a cleaner unlinked our registry file and that identity is a live process's
+ * of the file at the path, which got our slot number (ours is then the dead identity): the
+ * probe, which checks our file against the path, tells (model/README.md, finding 1). Only
+ * leftovers pay for it. */
 static int own_slot_stale(const struct wh_ctx *c, uint64_t id)
 {
-    return id != 0 && id != c->me && WH_IDENT_SLOT(id) == WH_IDENT_SLOT(c->me);
+    return id != 0 && id != c->me && WH_IDENT_SLOT(id) == WH_IDENT_SLOT(c->me) &&
+           !c->alive(c->actx, id);
 }
 
 /* ---- wait entries ---- */
@@ -150,7 +155,11 @@ static struct wh_slot_entry *own_entry(const struct wh_view *v, const struct wh_
     e = &v->slots[slot];
     id = LD(&e->ident);
     if (id != c->me) {
-        uint32_t stale = LD(&e->count), total = LD(&v->h->total);
+        uint32_t stale, total;
+        if (id != 0 && !own_slot_stale(c, id))
+            return NULL; /* a live process's entry of our slot number: take nothing */
+        stale = LD(&e->count);
+        total = LD(&v->h->total);
         if (stale != 0)
             ST(&e->count, 0);
         ST(&e->ident, c->me);

@@ -57,8 +57,8 @@ seeded-token-late|semaphore.pml|$B -DCRASHES=0 -DTOKEN_BUG=2|TOKEN|seeded
 seeded-old-release|lock.pml|$B -DCRASHES=0 -DSTOP -DOLD_RELEASE|bounded|seeded
 seeded-drop-release|lock.pml|$B -DCRASHES=0 -DPENDING -DDROP_RELEASE|FINAL|seeded
 seeded-no-path-check|lock.pml|$B -DCRASHES=0 -DREPL=1 -DLINK_RATE -DREPL_FIX -DNO_PATH_CHECK|RECLAIM|seeded
-known-repl-tidy|lock.pml|$B -DCRASHES=0 -DREPL=1 -DLINK_RATE|HELD|known
-known-repl-entry|semaphore.pml|$B -DCRASHES=0 -DREPL=1 -DLINK_RATE|HELD|known
+seeded-old-tidy|lock.pml|$B -DCRASHES=0 -DREPL=1 -DLINK_RATE|HELD|seeded
+seeded-old-entry|semaphore.pml|$B -DCRASHES=0 -DREPL=1 -DLINK_RATE|HELD|seeded
 known-repl-pause|lock.pml|$B -DCRASHES=0 -DREPL=1 -DREPL_FIX -DPAUSE|MUTEX|known
 known-helper-spin|lock.pml|$B -DCRASHES=0 -DREPL=1 -DREPL_FIX -DPENDING|HELPER|known
 "

@@ -188,10 +188,32 @@ static void test_own_slot_stale(void)
     CHECK(st_try(&o, other, WH_MODE_LOCK) == 0, "another slot must wait for a reclaim");
     calls = alive_calls;
     CHECK(st_try(&o, me, WH_MODE_LOCK) == 1, "the slot's new owner clears the stale hold");
-    CHECK(alive_calls == calls, "without a liveness probe");
+    CHECK(alive_calls > calls, "after a liveness probe (it answers dead)");
     CHECK(owner_of(&o) == me, "and owns the lock");
     CHECK(st_rel(&o, WH_MODE_LOCK, old) == 0, "the old generation cannot release it");
     CHECK_OK(&o, "own-slot lock");
+    tobj_free(&o);
+
+    /* A registry file replaced under its process: `old` still attempts with its identity of
+     * the unlinked file, while `me`, live in the new file, got the same slot number and holds.
+     * The probe says `me` is alive: its hold is not an earlier generation of old's slot. */
+    reg_reset();
+    tobj_init(&o, WH_KIND_LOCK, 1);
+    old = spawn(5);
+    me = spawn(5);
+    CHECK(st_try(&o, me, WH_MODE_LOCK) == 1, "the new file's process holds");
+    CHECK(st_try(&o, old, WH_MODE_LOCK) == 0, "the stale identity does not clear a live hold");
+    CHECK(owner_of(&o) == me, "which stays");
+    CHECK_OK(&o, "own-slot number, live");
+    tobj_free(&o);
+    reg_reset();
+    tobj_init(&o, WH_KIND_SEMAPHORE, 2);
+    old = spawn(5);
+    me = spawn(5);
+    CHECK(st_try(&o, me, WH_MODE_LOCK) == 1, "the new file's process takes a ticket");
+    CHECK(st_try(&o, old, WH_MODE_LOCK) == 0, "the stale identity takes over no live entry");
+    CHECK(total_of(&o) == 1, "the live ticket stays counted");
+    CHECK_OK(&o, "own-slot entry, live");
     tobj_free(&o);
 
     /* rwlock: a stale writer, and a stale upgraded holder. */
