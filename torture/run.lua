@@ -357,8 +357,9 @@ for what in pairs(RATE) do schedule(what) end
 
 local function unlink_object()
   local j = random(#L.OBJECTS)
+  local t = us(now()) -- before the unlink: a worker may see it and report a loss at once
   if os.remove(DIR .. "/" .. L.OBJECTS[j].name) then
-    unlinks[#unlinks + 1] = { t = us(now()), j = j }
+    unlinks[#unlinks + 1] = { t = t, j = j }
     bump("unlinks of object files")
   end
 end
