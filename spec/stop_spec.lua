@@ -139,14 +139,13 @@ describe("a stopped process", function()
     end)
   end)
 
-  -- Found by the torture: an attempt looked at whether its file was still the object before it
-  -- waited for the guard, and the guard's owner may stay stopped for as long as the caller's
-  -- deadline. A file removed meanwhile got the hold, lost from the start, while a newcomer took
-  -- the object at the path. Now whoever waited for the guard looks again inside it.
-  it("inside the guard of a file that a cleaner removes: the waiter's hold is on the path's new file", function()
+  -- A waiter (a child in acquire(20) of lock x) asleep on the guard of x, whose owner is
+  -- stopped inside its section; clean(path) then plays a cleaner and returns the file whose
+  -- section ends. Returns what the waiter said of its hold ("kept" or "lost") and what a probe
+  -- of x found next.
+  local function wait_through_cleaner(clean)
     local l = wh.lock("x", { dir = dir })
     assert(l:try_acquire()):release()
-    local path = l.path
     local g = stop_in_guard(l)
     local w = H.spawn([[
       local h = wh.lock("x", { dir = ARGS.dir }):acquire(20)
@@ -155,15 +154,26 @@ describe("a stopped process", function()
     ]], { dir = dir })
     -- The waiter sleeps on the guard word once it has set its SLEEPERS bit (bit 63).
     H.eventually(function()
-      local v = T.word64(path, 64)
+      local v = T.word64(l.path, 64)
       return #v == 16 and tonumber(v:sub(1, 1), 16) >= 8
     end, 10, "the waiter sleeps on the guard")
-    assert(os.rename(path, path .. ".removed")) -- a cleaner: the object is no longer that file
-    T.word64(path .. ".removed", 64, "0")       -- and the section ends
+    T.word64(clean(l.path), 64, "0") -- the section ends
     local said = w:expect("^%a+$", 20)
     local other = H.probe_lock(dir, "x")
     g:kill()
     w:kill()
+    return said, other
+  end
+
+  -- Found by the torture: an attempt looked at whether its file was still the object before it
+  -- waited for the guard, and the guard's owner may stay stopped for as long as the caller's
+  -- deadline. A file removed meanwhile got the hold, lost from the start, while a newcomer took
+  -- the object at the path. Now whoever waited for the guard looks again inside it.
+  it("inside the guard of a file that a cleaner removes: the waiter's hold is on the path's new file", function()
+    local said, other = wait_through_cleaner(function(path)
+      assert(os.rename(path, path .. ".removed")) -- the object is no longer that file
+      return path .. ".removed"
+    end)
     assert.are.equal("kept", said, "the waiter's hold was taken on the removed file")
     assert.are.equal("busy", other, "another process took the lock beside the waiter")
   end)
@@ -171,24 +181,10 @@ describe("a stopped process", function()
   -- The same for the registry file (found by the torture too): an identity taken before a
   -- long guard wait must not hold once a cleaner has removed the registry file it is from.
   it("inside the guard, while a cleaner removes the registry: the waiter's hold is not lost", function()
-    local l = wh.lock("x", { dir = dir })
-    assert(l:try_acquire()):release()
-    local path = l.path
-    local g = stop_in_guard(l)
-    local w = H.spawn([[
-      local h = wh.lock("x", { dir = ARGS.dir }):acquire(20)
-      say(h:is_lost() and "lost" or "kept")
-      T.sleep(60)
-    ]], { dir = dir })
-    H.eventually(function()
-      local v = T.word64(path, 64)
-      return #v == 16 and tonumber(v:sub(1, 1), 16) >= 8
-    end, 10, "the waiter sleeps on the guard")
-    assert(os.remove(dir .. "/.registry-00")) -- every process here has a slot of shard 0
-    T.word64(path, 64, "0") -- the section ends
-    local said = w:expect("^%a+$", 20)
-    g:kill()
-    w:kill()
+    local said = wait_through_cleaner(function(path)
+      assert(os.remove(dir .. "/.registry-00")) -- every process here has a slot of shard 0
+      return path
+    end)
     assert.are.equal("kept", said, "the waiter's hold was taken under an identity of the removed registry")
   end)
 
